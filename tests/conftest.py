@@ -1,0 +1,95 @@
+"""Tiny IDX data sets written by the tests, and helpers to run the scripts as a user would."""
+import gzip
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import utils  # noqa: E402  (needs the path above)
+
+
+def write_idx(path, array):
+    """Write a uint8 tensor in the IDX format MNIST uses, gzipped if the name ends in .gz."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">4B", 0, 0, 8, array.dim()) + struct.pack(f">{array.dim()}I", *array.shape)
+    with (gzip.open if path.suffix == ".gz" else open)(path, "wb") as f:
+        f.write(header + array.numpy().tobytes())
+
+
+def make_split(n, seed):
+    """n noisy 28x28 images whose class c is a bright 6x6 patch in place c: easy to learn."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (n,), generator=g, dtype=torch.uint8)
+    images = torch.randint(0, 60, (n, 28, 28), generator=g, dtype=torch.uint8)
+    for image, c in zip(images, labels.tolist()):
+        row, col = 2 + 13 * (c // 5), 1 + 5 * (c % 5)
+        image[row:row + 6, col:col + 6] = 255
+    return images, labels
+
+
+def write_dataset(folder, gz=False, n_train=300, n_test=100):
+    """The four IDX files of a tiny data set in `folder`; returns the (images, labels) written."""
+    suffix = ".gz" if gz else ""
+    written = {}
+    for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
+        images, labels = make_split(n, seed)
+        image_file, label_file = utils.SPLITS[split]
+        write_idx(folder / f"{image_file}{suffix}", images)
+        write_idx(folder / f"{label_file}{suffix}", labels)
+        written[split] = images, labels
+    return written
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """A --data-dir holding tiny MNIST files where torchvision puts them (data/MNIST/raw)."""
+    write_dataset(tmp_path / "data" / "MNIST" / "raw")
+    return tmp_path / "data"
+
+
+def run_script(script, *args, cwd):
+    """Run train.py or eval.py in a fresh interpreter, the way a user does."""
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def assert_fails_cleanly(result, *words):
+    """A run that ended with a non-zero exit and an error message (no traceback) naming `words`."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "error" in last_line, result.stderr
+    for word in words:
+        assert word in last_line, result.stderr
+    return last_line
+
+
+def run_main(main, argv, capsys):
+    """Run a script's main(argv) in this process through utils.run, as its __main__ block does.
+
+    Faster than run_script for the many checks of bad input; returns a CompletedProcess alike.
+    """
+    try:
+        utils.run(lambda: main([str(a) for a in argv]))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)
+
+
+@pytest.fixture
+def checkpoint(tmp_path, data_dir):
+    """A model.pt that train.py made in one short epoch on the tiny data set."""
+    import train
+
+    path = tmp_path / "model.pt"
+    train.main(["--epochs", "1", "--batch-size", "32", "--data-dir", str(data_dir), "--no-download",
+                "--out", str(path), "--logdir", str(tmp_path / "runs")])
+    return path

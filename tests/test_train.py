@@ -1,0 +1,115 @@
+"""The model, the data loading, evaluate() and train.py."""
+import urllib.error
+
+import pytest
+import torch
+
+import train
+import utils
+from conftest import assert_fails_cleanly, run_main, run_script, write_dataset
+from model import MLP
+
+
+def test_model_has_the_layer_shapes_and_no_biases():
+    model = MLP()
+    assert [tuple(layer.weight.shape) for layer in model.layers] == [
+        (1000, 784), (1000, 1000), (500, 1000), (200, 500), (10, 200)]
+    assert all(layer.bias is None for layer in model.layers)
+    assert sum(p.numel() for p in model.parameters()) == 2_386_000
+    assert list(model.hidden) == list(model.layers)[:-1]
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+@pytest.mark.parametrize("layout", ["torchvision", "flat"])
+def test_load_data_reads_the_idx_files(tmp_path, dataset, gz, layout):
+    class_name, mean, std = utils.DATASETS[dataset]
+    folder = tmp_path / class_name / "raw" if layout == "torchvision" else tmp_path
+    written = write_dataset(folder, gz=gz)
+    for split in ("train", "test"):
+        images, labels = utils.load_data(dataset, tmp_path, split, download=False)
+        raw_images, raw_labels = written[split]
+        assert images.shape == (len(raw_labels), 784) and images.dtype == torch.float32
+        assert torch.allclose(images, (raw_images.reshape(-1, 784).float() / 255 - mean) / std)
+        assert torch.equal(labels, raw_labels.long())
+
+
+def test_evaluate_gives_the_exact_accuracy():
+    model = MLP(sizes=(784, 10))  # one layer: the logit of class c is pixel c
+    with torch.no_grad():
+        model.layers[0].weight.zero_()
+        model.layers[0].weight[:, :10] = torch.eye(10)
+    labels = torch.arange(8)
+    images = torch.zeros(8, 784)
+    images[labels, labels] = 1.0
+    images[6, 6], images[6, 9] = 0.0, 1.0  # two images that point to the wrong class
+    images[7, 7], images[7, 2] = 0.0, 1.0
+    assert utils.evaluate(model, (images, labels), batch_size=3) == 75.0
+
+
+def test_train_saves_a_checkpoint_that_reloads_to_its_accuracy(tmp_path, data_dir):
+    result = run_script("train.py", "--epochs", 2, "--batch-size", 32, "--data-dir", data_dir, "--no-download",
+                        "--out", "model.pt", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "epoch   2/2" in result.stdout and "saved model.pt" in result.stdout
+    checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert checkpoint["config"]["epochs"] == 2 and checkpoint["config"]["dataset"] == "mnist"
+    model, _ = utils.load_checkpoint(tmp_path / "model.pt")
+    test_data = utils.load_data("mnist", data_dir, "test", download=False)
+    assert utils.evaluate(model, test_data) == checkpoint["accuracy"]
+    assert checkpoint["accuracy"] > 50  # the patches are easy: two epochs learn them
+    assert list((tmp_path / "runs").glob("train-*/events.out.tfevents.*"))
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_same_seed_gives_the_same_weights(tmp_path, data_dir, capsys):
+    def train_with(seed, name):
+        result = run_main(train.main, ["--epochs", 1, "--batch-size", 32, "--data-dir", data_dir, "--no-download",
+                                       "--seed", seed, "--out", tmp_path / name, "--logdir", tmp_path / "runs"], capsys)
+        assert result.returncode == 0, result.stderr
+        return torch.load(tmp_path / name, weights_only=True)
+
+    first, again, other = train_with(7, "a.pt"), train_with(7, "b.pt"), train_with(8, "c.pt")
+    assert first["accuracy"] == again["accuracy"]
+    for name, weight in first["state_dict"].items():
+        assert torch.equal(weight, again["state_dict"][name])
+    assert not torch.equal(first["state_dict"]["layers.0.weight"], other["state_dict"]["layers.0.weight"])
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--epochz", "3"], ["unrecognized arguments: --epochz"]),
+    (["--dataset", "cifar10"], ["--dataset", "invalid choice: 'cifar10'"]),
+])
+def test_a_wrong_flag_is_a_usage_error(argv, words, capsys):
+    result = run_main(train.main, argv, capsys)
+    assert result.returncode == 2
+    assert_fails_cleanly(result, *words)
+
+
+def test_missing_data_offline_says_where_to_put_the_files(tmp_path, capsys):
+    result = run_main(train.main, ["--data-dir", tmp_path / "nowhere", "--no-download", "--out", tmp_path / "m.pt"],
+                      capsys)
+    line = assert_fails_cleanly(result, "no mnist train data", "train-images-idx3-ubyte", "nowhere")
+    assert result.stderr.strip() == line  # one line, nothing else
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_download_without_internet_says_where_to_put_the_files(tmp_path, capsys, monkeypatch):
+    import torchvision.datasets.mnist
+
+    def no_internet(url, *args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", no_internet)
+    result = run_main(train.main, ["--data-dir", tmp_path / "data", "--out", tmp_path / "m.pt"], capsys)
+    line = assert_fails_cleanly(result, "could not download MNIST", "Name or service not known",
+                                str(tmp_path / "data" / "MNIST" / "raw"))
+    assert result.stderr.strip().splitlines()[-1] == line
+
+
+def test_a_diverging_loss_stops_with_a_clear_message(tmp_path, data_dir, capsys):
+    result = run_main(train.main, ["--epochs", 2, "--lr", 1e30, "--data-dir", data_dir, "--no-download",
+                                   "--out", tmp_path / "m.pt", "--logdir", tmp_path / "runs"], capsys)
+    assert_fails_cleanly(result, "training loss became", "--lr")
+    assert not (tmp_path / "m.pt").exists()

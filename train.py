@@ -1,0 +1,64 @@
+"""Train the MLP on MNIST (or Fashion-MNIST) and save its weights, config and test accuracy."""
+import argparse
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import utils
+from model import MLP
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--epochs", type=utils.positive_int, default=15)
+    parser.add_argument("--batch-size", type=utils.positive_int, default=128)
+    parser.add_argument("--lr", type=utils.positive_float, default=0.05,
+                        help="peak learning rate of SGD with Nesterov momentum 0.9, annealed to 0 on a cosine")
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    utils.add_data_arguments(parser)
+    parser.add_argument("--out", default="model.pt", help="where to save the checkpoint")
+    parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/train-<time>")
+    args = parser.parse_args(argv)
+    if args.weight_decay < 0:
+        parser.error(f"argument --weight-decay: expected a number >= 0, got {args.weight_decay}")
+
+    device = utils.pick_device(args.device)
+    utils.check_writable(Path(args.out).resolve().parent)  # before the training it would throw away
+    torch.manual_seed(args.seed)
+    train_data = utils.load_data(args.dataset, args.data_dir, "train", not args.no_download, device)
+    test_data = utils.load_data(args.dataset, args.data_dir, "test", not args.no_download, device)
+    # Plain values only: a checkpoint loads with weights_only=True, which refuses any other type.
+    command = shlex.join(["python", "train.py", *(sys.argv[1:] if argv is None else argv)])
+    config = {**vars(args), "device": device, "command": command, "torch": str(torch.__version__)}
+
+    model = MLP().to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
+                                weight_decay=args.weight_decay)
+    steps = args.epochs * math.ceil(len(train_data[1]) / args.batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)  # stepped every batch
+    shuffle = torch.Generator().manual_seed(args.seed)
+
+    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow, and bad flags fail first
+    writer = SummaryWriter(Path(args.logdir) / time.strftime("train-%Y%m%d-%H%M%S"))
+    print(f"training on {args.dataset} ({len(train_data[1])} images) on {device} for {args.epochs} epochs")
+    start = time.perf_counter()
+    for epoch in range(1, args.epochs + 1):
+        loss = utils.train_epoch(model, train_data, optimizer, args.batch_size, shuffle, scheduler,
+                                 desc=f"epoch {epoch}/{args.epochs}")
+        accuracy = utils.evaluate(model, test_data)
+        print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  test accuracy {accuracy:.2f}%  "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+        writer.add_scalar("train/loss", loss, epoch)
+        writer.add_scalar("train/test_accuracy", accuracy, epoch)
+    writer.close()
+    utils.save_checkpoint(args.out, model, config, accuracy)
+    print(f"saved {args.out}: test accuracy {accuracy:.2f}% after {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    utils.run(main)

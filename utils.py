@@ -1,0 +1,260 @@
+"""What train.py and eval.py share: data, evaluation, an epoch of training, checkpoints and errors."""
+import argparse
+import contextlib
+import gzip
+import io
+import math
+import os
+import struct
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from model import MLP, SIZES
+
+
+class UserError(Exception):
+    """A wrong flag, a missing file or bad data: reported as one line on stderr, never a traceback."""
+
+
+def run(main):
+    """Run a script's main(), turning a UserError or Ctrl-C into one line on stderr and a non-zero exit."""
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        # Every output is written whole or not at all (write_atomic), so what existed before is intact.
+        print("interrupted: files from earlier runs are left as they were", file=sys.stderr)
+        sys.exit(130)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line
+
+
+def positive_int(text):
+    return parse_positive(text, int, "a positive whole number")
+
+
+def positive_float(text):
+    return parse_positive(text, float, "a positive number")
+
+
+def parse_positive(text, kind, expected):
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def add_data_arguments(parser):
+    """The flags train.py and eval.py share: which data, where it lives, and which device runs."""
+    parser.add_argument("--dataset", choices=DATASETS, default="mnist")
+    parser.add_argument("--data-dir", default="data",
+                        help="folder with the four IDX files (.gz or not), directly or in <dataset>/raw")
+    parser.add_argument("--no-download", action="store_true",
+                        help="never download; fail if the files are not in --data-dir")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto takes the GPU when there is one")
+
+
+def pick_device(name):
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
+    return name
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data: the whole split is read once into memory as a normalised tensor, so an epoch is a loop over
+# index slices with no per-sample work.
+
+# name: (torchvision class, mean and std of the training images' pixels in [0, 1])
+DATASETS = {
+    "mnist": ("MNIST", 0.1307, 0.3081),
+    "fashion-mnist": ("FashionMNIST", 0.2860, 0.3530),
+}
+SPLITS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = SIZES[-1]
+
+
+def load_data(dataset, data_dir, split, download=True, device="cpu"):
+    """The whole split as (images, labels): float32 [N, 784] normalised, and int64 [N], on `device`.
+
+    The IDX files are looked for, raw or .gz, in data_dir/<Class>/raw (where torchvision downloads
+    them) and then in data_dir itself (a folder like /usr/share/datasets/fashion-mnist).
+    """
+    class_name, mean, std = DATASETS[dataset]
+    data_dir = Path(data_dir)
+    folders = (data_dir / class_name / "raw", data_dir)
+    paths = [find_file(folders, name) for name in SPLITS[split]]
+    if None in paths and download:
+        fetch(class_name, data_dir)
+        paths = [find_file(folders, name) for name in SPLITS[split]]
+    if None in paths:
+        names = " and ".join(SPLITS[split])
+        raise UserError(f"no {dataset} {split} data: put {names} (.gz or not) in {folders[0]} "
+                        f"or {folders[1]}, or choose the folder with --data-dir")
+    images, labels = read_idx(paths[0]), read_idx(paths[1])
+    if images.dim() != 3 or tuple(images.shape[1:]) != IMAGE_SHAPE:
+        raise UserError(f"{paths[0]} holds images of shape {tuple(images.shape[1:])}, expected {IMAGE_SHAPE}")
+    if labels.dim() != 1 or len(labels) != len(images):
+        raise UserError(f"{paths[1]} holds {labels.numel()} labels for the {len(images)} images of {paths[0]}")
+    if labels.max() >= NUM_CLASSES:
+        raise UserError(f"{paths[1]} holds label {labels.max()}, expected 0 to {NUM_CLASSES - 1}")
+    images = images.reshape(len(images), -1).float().div_(255).sub_(mean).div_(std)
+    return images.to(device), labels.long().to(device)
+
+
+def find_file(folders, name):
+    for folder in folders:
+        for path in (folder / name, folder / f"{name}.gz"):
+            if path.is_file():
+                return path
+    return None
+
+
+def fetch(class_name, data_dir):
+    """Download a dataset with torchvision into data_dir/<Class>/raw."""
+    from torchvision import datasets  # imported here: it takes over a second and only this needs it
+
+    print(f"downloading {class_name} into {data_dir / class_name / 'raw'}", file=sys.stderr)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints every mirror it tries
+            getattr(datasets, class_name)(data_dir, download=True)
+    except (RuntimeError, OSError) as e:
+        reason = str(e).strip().splitlines()[-1]
+        raise UserError(f"could not download {class_name} ({reason}): put its four IDX files (.gz or not) "
+                        f"in {data_dir / class_name / 'raw'}, or point --data-dir at a folder that holds them")
+
+
+def read_idx(path):
+    """An IDX file of unsigned bytes (the MNIST format) as a uint8 tensor of the shape its header gives."""
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = bytearray(f.read())
+    except (OSError, EOFError) as e:  # EOFError: a .gz cut short
+        raise UserError(f"cannot read {path}: {e}")
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or not 1 <= raw[3] <= 3:
+        raise UserError(f"{path} is not an IDX file of unsigned bytes")
+    header = 4 + 4 * raw[3]
+    if len(raw) < header:
+        raise UserError(f"{path} is cut short inside its header")
+    shape = struct.unpack(f">{raw[3]}I", raw[4:header])
+    if len(raw) != header + math.prod(shape) or math.prod(shape) == 0:
+        raise UserError(f"{path} holds {len(raw)} bytes, but its header announces {header + math.prod(shape)} "
+                        f"(shape {shape}): the file is truncated or damaged")
+    return torch.frombuffer(raw, dtype=torch.uint8, offset=header).view(shape)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training and evaluation
+
+
+@torch.no_grad()
+def evaluate(model, data, batch_size=2000):
+    """Test accuracy of `model` on data = (images, labels), in percent."""
+    images, labels = data
+    model.eval()
+    correct = sum((model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum()
+                  for i in range(0, len(labels), batch_size))
+    return 100 * int(correct) / len(labels)
+
+
+def train_epoch(model, data, optimizer, batch_size, generator, scheduler=None, desc="train"):
+    """One pass over data = (images, labels) in an order drawn from `generator`; the mean loss."""
+    images, labels = data
+    model.train()
+    order = torch.randperm(len(labels), generator=generator).to(images.device)
+    total_loss = torch.zeros((), device=images.device)
+    # disable=None: a bar on a terminal, silence in logs and CI.
+    for start in tqdm(range(0, len(labels), batch_size), desc=desc, unit="batch", leave=False, disable=None):
+        batch = order[start:start + batch_size]
+        loss = F.cross_entropy(model(images[batch]), labels[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total_loss += loss.detach() * len(batch)
+    mean_loss = total_loss.item() / len(labels)
+    if not math.isfinite(mean_loss):
+        raise UserError(f"the training loss became {mean_loss} ({desc}): try a smaller --lr")
+    return mean_loss
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files
+
+
+def check_writable(folder):
+    """Fail now, not after minutes of work, if results cannot be written into `folder`."""
+    folder = Path(folder)
+    probe = folder / f".write-test-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to {folder}: {e.strerror}")
+
+
+def write_atomic(path, write):
+    """Call write(file) on a temporary file beside `path`, then rename it to `path`.
+
+    The rename is atomic, so Ctrl-C, kill -9 or a crash at any moment leaves the old file or the
+    new one, never a mix of the two.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path, model, config, accuracy):
+    checkpoint = {"state_dict": model.state_dict(), "config": config, "accuracy": accuracy}
+    write_atomic(path, lambda f: torch.save(checkpoint, f))
+
+
+def load_checkpoint(path, device="cpu"):
+    """(model, checkpoint) from a file train.py saved. Loading never runs code the file may hold."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}; run train.py first")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch.load fails in many ways on a damaged file; all mean "not loadable"
+        if "weights_only" in str(e).lower() or "weights only" in str(e).lower():
+            raise UserError(f"{path} was refused: loading it would run code, which a checkpoint never needs")
+        raise UserError(f"{path} is not a readable checkpoint (truncated or not saved by train.py)")
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise UserError(f"{path} is not a checkpoint saved by train.py (no state_dict in it)")
+    model = MLP().to(device)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items() if torch.is_tensor(t)}
+    if found != expected:
+        name = next(n for n in sorted(expected.keys() | found.keys()) if expected.get(n) != found.get(n))
+        raise UserError(f"{path} holds another architecture: {name} is {found.get(name, 'missing')} there, "
+                        f"{expected.get(name, 'absent')} in the MLP {'-'.join(map(str, SIZES))}")
+    model.load_state_dict(checkpoint["state_dict"])
+    return model, checkpoint
