@@ -14,18 +14,21 @@ from model import MLP
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--epochs", type=utils.positive_int, default=15)
-    parser.add_argument("--batch-size", type=utils.positive_int, default=128)
+    parser.add_argument("--epochs", type=utils.positive_int, default=15, help="passes over the training set")
+    parser.add_argument("--batch-size", type=utils.positive_int, default=128, help="images per SGD step")
     parser.add_argument("--lr", type=utils.positive_float, default=0.05,
                         help="peak learning rate of SGD with Nesterov momentum 0.9, annealed to 0 on a cosine")
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--l1", type=float, default=3e-5,
+                        help="L1 penalty on the hidden layers' weights: the net learns to do without most of them")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty on every weight")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the order of the images")
     utils.add_data_arguments(parser)
     parser.add_argument("--out", default="model.pt", help="where to save the checkpoint")
     parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/train-<time>")
     args = parser.parse_args(argv)
-    if args.weight_decay < 0:
-        parser.error(f"argument --weight-decay: expected a number >= 0, got {args.weight_decay}")
+    for flag in ("l1", "weight_decay"):
+        if not 0 <= getattr(args, flag) < math.inf:
+            parser.error(f"argument --{flag.replace('_', '-')}: expected a number >= 0, got {getattr(args, flag)}")
 
     device = utils.pick_device(args.device)
     utils.check_writable(Path(args.out).resolve().parent)  # before the training it would throw away
@@ -48,7 +51,7 @@ def main(argv=None):
     print(f"training on {args.dataset} ({len(train_data[1])} images) on {device} for {args.epochs} epochs")
     start = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
-        loss = utils.train_epoch(model, train_data, optimizer, args.batch_size, shuffle, scheduler,
+        loss = utils.train_epoch(model, train_data, optimizer, args.batch_size, shuffle, scheduler, args.l1,
                                  desc=f"epoch {epoch}/{args.epochs}")
         accuracy = utils.evaluate(model, test_data)
         print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  test accuracy {accuracy:.2f}%  "

@@ -57,7 +57,7 @@ def parse_positive(text, kind, expected):
 
 def add_data_arguments(parser):
     """The flags train.py and eval.py share: which data, where it lives, and which device runs."""
-    parser.add_argument("--dataset", choices=DATASETS, default="mnist")
+    parser.add_argument("--dataset", choices=DATASETS, default="mnist", help="which data set to use")
     parser.add_argument("--data-dir", default="data",
                         help="folder with the four IDX files (.gz or not), directly or in <dataset>/raw")
     parser.add_argument("--no-download", action="store_true",
@@ -174,8 +174,12 @@ def evaluate(model, data, batch_size=2000):
     return 100 * int(correct) / len(labels)
 
 
-def train_epoch(model, data, optimizer, batch_size, generator, scheduler=None, desc="train"):
-    """One pass over data = (images, labels) in an order drawn from `generator`; the mean loss."""
+def train_epoch(model, data, optimizer, batch_size, generator, scheduler=None, l1=0.0, desc="train"):
+    """One pass over data = (images, labels) in an order drawn from `generator`; the mean loss.
+
+    l1 adds l1 * sum(|w|) over the hidden layers to the loss (as its gradient, l1 * sign(w), which
+    costs less than differentiating the sum): it pushes the weights the net does not need to zero.
+    """
     images, labels = data
     model.train()
     order = torch.randperm(len(labels), generator=generator).to(images.device)
@@ -186,6 +190,9 @@ def train_epoch(model, data, optimizer, batch_size, generator, scheduler=None, d
         loss = F.cross_entropy(model(images[batch]), labels[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if l1:
+            for weight in model.hidden.parameters():  # weight_orig once a layer is pruned
+                weight.grad.add_(weight.detach().sign(), alpha=l1)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()

@@ -113,3 +113,16 @@ def test_a_diverging_loss_stops_with_a_clear_message(tmp_path, data_dir, capsys)
                                    "--out", tmp_path / "m.pt", "--logdir", tmp_path / "runs"], capsys)
     assert_fails_cleanly(result, "training loss became", "--lr")
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_l1_pulls_the_hidden_weights_towards_zero(tmp_path, data_dir, capsys):
+    def hidden_magnitude(l1):
+        out = tmp_path / f"l1-{l1}.pt"
+        result = run_main(train.main, ["--epochs", 1, "--batch-size", 32, "--l1", l1, "--data-dir", data_dir,
+                                       "--no-download", "--out", out, "--logdir", tmp_path / "runs"], capsys)
+        assert result.returncode == 0, result.stderr
+        state = torch.load(out, weights_only=True)["state_dict"]
+        return sum(state[f"layers.{i}.weight"].abs().sum() for i in range(4))
+
+    # Same seed, so without the L1 term the two runs would give identical weights.
+    assert hidden_magnitude(1e-3) < 0.97 * hidden_magnitude(0)
