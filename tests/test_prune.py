@@ -116,7 +116,7 @@ def accuracy_points(run_dir):
 def test_eval_writes_a_table_csv_tensorboard_run_and_plot(tmp_path, checkpoint, data_dir):
     ks = [0, 50, 90, 99]
     result = run_script("eval.py", "--sparsity", "both", "--ks", "0,50,90,99", "--data-dir", data_dir,
-                        "--no-download", cwd=tmp_path)
+                        "--no-download", "--no-timing", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for method in METHODS:
         rows = read_csv(tmp_path / "results" / f"{method}.csv")
@@ -129,7 +129,8 @@ def test_eval_writes_a_table_csv_tensorboard_run_and_plot(tmp_path, checkpoint, 
 
 
 def test_the_unpruned_row_reproduces_the_checkpoint_accuracy(tmp_path, checkpoint, data_dir, capsys):
-    result = run_main(main, ["--sparsity", "weight", "--ks", "0", "--checkpoint", checkpoint, "--data-dir", data_dir,
+    result = run_main(main, ["--sparsity", "weight", "--ks", "0", "--no-timing", "--checkpoint", checkpoint,
+                             "--data-dir", data_dir,
                              "--results-dir", tmp_path / "results", "--logdir", tmp_path / "runs",
                              "--plot", tmp_path / "plot.png"], capsys)
     assert result.returncode == 0, result.stderr
@@ -157,7 +158,7 @@ def test_a_missing_checkpoint_says_to_train_first(tmp_path, capsys):
 
 
 def test_running_a_method_again_replaces_its_curve(tmp_path, checkpoint, data_dir, capsys):
-    argv = ["--sparsity", "unit", "--checkpoint", checkpoint, "--data-dir", data_dir, "--results-dir",
+    argv = ["--sparsity", "unit", "--no-timing", "--checkpoint", checkpoint, "--data-dir", data_dir, "--results-dir",
             tmp_path / "results", "--logdir", tmp_path / "runs", "--plot", tmp_path / "plot.png"]
     for ks in ("0,50,90", "0,25,50,90"):
         result = run_main(main, [*argv, "--ks", ks], capsys)

@@ -1,0 +1,97 @@
+"""The fast paths compute what the pruned model computes: torch.sparse, the CSR kernel and compaction."""
+import csv
+
+import pytest
+import torch
+
+import utils
+from conftest import run_main
+from eval import (compact, csr_arrays, csr_kernel_forward, dense_forward, flop_ceiling, main, prune,
+                  torch_sparse_forward)
+from model import MLP
+
+
+def pruned_weights(method, k, sizes=(784, 1000, 1000, 500, 200, 10)):
+    torch.manual_seed(0)
+    model = MLP(sizes)
+    pruned = prune(model, method, k)
+    return pruned, [layer.weight.detach() for layer in pruned.layers]
+
+
+@pytest.mark.parametrize("method", ["weight", "unit"])
+@pytest.mark.parametrize("k", [0, 50, 90, 99])
+@pytest.mark.parametrize("batch", [1, 37, 100])
+def test_every_forward_path_gives_the_pruned_models_logits(method, k, batch):
+    pruned, weights = pruned_weights(method, k)
+    x = torch.randn(batch, 784)
+    with torch.no_grad():
+        expected = pruned(x)
+        paths = {"dense": dense_forward(weights, x),
+                 "coo": torch_sparse_forward([w.to_sparse() for w in weights], x),
+                 "csr": torch_sparse_forward([w.to_sparse_csr() for w in weights], x),
+                 "kernel": csr_kernel_forward([csr_arrays(w) for w in weights], x),
+                 "compact": dense_forward(compact(weights), x)}
+    for name, logits in paths.items():
+        assert logits.shape == (batch, 10), name
+        torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_compact_at_k_zero_keeps_every_shape():
+    _, weights = pruned_weights("unit", 0)
+    assert [w.shape for w in compact(weights)] == [w.shape for w in weights]
+
+
+def test_compact_drops_the_pruned_units_and_their_input_columns():
+    _, weights = pruned_weights("unit", 90)
+    shapes = [tuple(w.shape) for w in compact(weights)]
+    assert shapes == [(100, 784), (100, 100), (50, 100), (20, 50), (10, 20)]
+
+
+def test_compact_keeps_one_unit_when_a_layer_loses_them_all():
+    pruned, weights = pruned_weights("unit", 99, sizes=(7, 13, 5, 3))  # round(0.99 * 5) = 5: all of layer 2
+    assert all(pruned.layers[1].weight.eq(0).all(dim=1))
+    smaller = compact(weights)
+    assert [w.shape[0] for w in smaller[:-1]] == [1, 1] and smaller[-1].shape == (3, 1)
+    x = torch.randn(4, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(dense_forward(smaller, x), pruned(x))
+
+
+def test_compact_model_has_the_pruned_models_accuracy(tmp_path, data_dir, checkpoint):
+    model, _ = utils.load_checkpoint(checkpoint)
+    test_data = utils.load_data("mnist", data_dir, "test", download=False)
+    for k in (50, 80, 90):
+        pruned = prune(model, "unit", k)
+        smaller = compact([layer.weight.detach() for layer in pruned.layers])
+        with torch.no_grad():
+            compact_predictions = dense_forward(smaller, test_data[0]).argmax(1)
+        compact_accuracy = 100 * int((compact_predictions == test_data[1]).sum()) / len(test_data[1])
+        assert compact_accuracy == utils.evaluate(pruned, test_data)
+
+
+def test_flop_ceiling_counts_the_nonzero_weights():
+    weights = [torch.ones(4, 3), torch.ones(2, 4)]  # 20 multiply-adds per sample when dense
+    sparse = [torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 2, 0], [0, 0, 3]]), torch.tensor([[0, 0, 0, 1.0], [0, 0, 0, 0]])]
+    assert flop_ceiling(weights, weights) == 1.0
+    assert flop_ceiling(weights, sparse) == 20 / 4
+    _, pruned = pruned_weights("weight", 90)
+    nonzero = sum(int((w != 0).sum()) for w in pruned)
+    assert flop_ceiling(pruned, pruned) == pytest.approx(2_386_000 / nonzero)
+    assert nonzero == round(0.1 * 784_000) + round(0.1 * 1_000_000) + round(0.1 * 500_000) + round(0.1 * 100_000) + 2000
+
+
+def test_eval_writes_timings_and_speedups(tmp_path, checkpoint, data_dir, capsys):
+    result = run_main(main, ["--sparsity", "unit", "--ks", "0,90", "--timing-batch", 50, "--checkpoint", checkpoint,
+                             "--data-dir", data_dir, "--results-dir", tmp_path / "results", "--logdir",
+                             tmp_path / "runs", "--plot", tmp_path / "plot.png"], capsys)
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "results" / "unit.csv") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for path in ("dense", "coo", "csr", "sparse", "compact"):
+            assert float(row[f"{path}_ms"]) > 0
+        assert float(row["sparse_speedup"]) == pytest.approx(float(row["dense_ms"]) / float(row["sparse_ms"]), rel=1e-3)
+    assert float(rows[0]["flop_ceiling"]) == 1.0
+    assert float(rows[1]["compact_flop_ceiling"]) == pytest.approx(2_386_000 / (100 * 784 + 100 * 100 + 50 * 100 +
+                                                                             20 * 50 + 10 * 20), rel=1e-4)
+    assert "sparse x" in result.stdout and "compact x" in result.stdout
