@@ -194,6 +194,8 @@ def time_forwards(weights, method, x):
 
 
 def parse_ks(text):
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a comma-separated list such as 0,50,90, got nothing")
     ks = []
     for item in text.split(","):
         if not item.strip().isdigit() or not 0 <= int(item) < 100:
@@ -220,11 +222,11 @@ def main(argv=None):
     methods = list(METHODS) if args.sparsity == "both" else [args.sparsity]
 
     device = utils.pick_device(args.device)
-    for folder in (args.results_dir, args.logdir, Path(args.plot).resolve().parent):
-        utils.check_writable(folder)
     model, checkpoint = utils.load_checkpoint(args.checkpoint, device)
     dataset = args.dataset or checkpoint.get("config", {}).get("dataset", "mnist")
     test_data = utils.load_data(dataset, args.data_dir, "test", not args.no_download, device)
+    for folder in (args.results_dir, args.logdir, Path(args.plot).resolve().parent):
+        utils.check_writable(folder)  # after the inputs, so that bad inputs leave no trace
     command = shlex.join(["python", "eval.py", *(sys.argv[1:] if argv is None else argv)])
     config = {"command": command, **vars(args), "dataset": dataset, "device": device,
               "numba": numba.__version__,

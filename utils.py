@@ -5,6 +5,7 @@ import gzip
 import io
 import math
 import os
+import re
 import struct
 import sys
 from pathlib import Path
@@ -251,9 +252,12 @@ def load_checkpoint(path, device="cpu"):
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torch.load fails in many ways on a damaged file; all mean "not loadable"
-        if "weights_only" in str(e).lower() or "weights only" in str(e).lower():
-            raise UserError(f"{path} was refused: loading it would run code, which a checkpoint never needs")
-        raise UserError(f"{path} is not a readable checkpoint (truncated or not saved by train.py)")
+        # weights_only refuses a pickle that names code to call (a GLOBAL); anything else is damage.
+        code = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if code:
+            raise UserError(f"{path} was refused: loading it would run code ({code[1]}), "
+                            "which a checkpoint never needs")
+        raise UserError(f"{path} is not a readable checkpoint (truncated, or not saved by train.py)")
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise UserError(f"{path} is not a checkpoint saved by train.py (no state_dict in it)")
     model = MLP().to(device)

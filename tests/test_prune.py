@@ -5,7 +5,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import assert_fails_cleanly, run_main, run_script
+from conftest import run_main, run_script
 from eval import METHODS, main, mask_smallest, prune, sparsity
 from model import MLP
 
@@ -136,25 +136,6 @@ def test_the_unpruned_row_reproduces_the_checkpoint_accuracy(tmp_path, checkpoin
     assert result.returncode == 0, result.stderr
     recorded = torch.load(checkpoint, weights_only=True)["accuracy"]
     assert float(read_csv(tmp_path / "results" / "weight.csv")[0]["accuracy"]) == round(recorded, 4)
-
-
-@pytest.mark.parametrize("argv, words", [
-    (["--sparsity", "random"], ["--sparsity", "invalid choice: 'random'"]),
-    (["--sparsity", "weight", "--ks", "50,100"], ["--ks", "'100'"]),
-    (["--sparsity", "weight", "--ks", "-5"], ["--ks", "'-5'"]),
-])
-def test_bad_flags_are_usage_errors(argv, words, capsys):
-    result = run_main(main, argv, capsys)
-    assert result.returncode == 2
-    assert_fails_cleanly(result, *words)
-
-
-def test_a_missing_checkpoint_says_to_train_first(tmp_path, capsys):
-    result = run_main(main, ["--sparsity", "weight", "--checkpoint", tmp_path / "none.pt",
-                             "--results-dir", tmp_path / "r", "--logdir", tmp_path / "runs",
-                             "--plot", tmp_path / "p.png"], capsys)
-    line = assert_fails_cleanly(result, "no checkpoint at", "none.pt", "run train.py first")
-    assert result.stderr.strip() == line
 
 
 def test_running_a_method_again_replaces_its_curve(tmp_path, checkpoint, data_dir, capsys):

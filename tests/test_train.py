@@ -1,6 +1,4 @@
 """The model, the data loading, evaluate() and train.py."""
-import urllib.error
-
 import pytest
 import torch
 
@@ -75,37 +73,6 @@ def test_same_seed_gives_the_same_weights(tmp_path, data_dir, capsys):
     for name, weight in first["state_dict"].items():
         assert torch.equal(weight, again["state_dict"][name])
     assert not torch.equal(first["state_dict"]["layers.0.weight"], other["state_dict"]["layers.0.weight"])
-
-
-@pytest.mark.parametrize("argv, words", [
-    (["--epochz", "3"], ["unrecognized arguments: --epochz"]),
-    (["--dataset", "cifar10"], ["--dataset", "invalid choice: 'cifar10'"]),
-])
-def test_a_wrong_flag_is_a_usage_error(argv, words, capsys):
-    result = run_main(train.main, argv, capsys)
-    assert result.returncode == 2
-    assert_fails_cleanly(result, *words)
-
-
-def test_missing_data_offline_says_where_to_put_the_files(tmp_path, capsys):
-    result = run_main(train.main, ["--data-dir", tmp_path / "nowhere", "--no-download", "--out", tmp_path / "m.pt"],
-                      capsys)
-    line = assert_fails_cleanly(result, "no mnist train data", "train-images-idx3-ubyte", "nowhere")
-    assert result.stderr.strip() == line  # one line, nothing else
-    assert not (tmp_path / "m.pt").exists()
-
-
-def test_download_without_internet_says_where_to_put_the_files(tmp_path, capsys, monkeypatch):
-    import torchvision.datasets.mnist
-
-    def no_internet(url, *args, **kwargs):
-        raise urllib.error.URLError("Name or service not known")
-
-    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", no_internet)
-    result = run_main(train.main, ["--data-dir", tmp_path / "data", "--out", tmp_path / "m.pt"], capsys)
-    line = assert_fails_cleanly(result, "could not download MNIST", "Name or service not known",
-                                str(tmp_path / "data" / "MNIST" / "raw"))
-    assert result.stderr.strip().splitlines()[-1] == line
 
 
 def test_a_diverging_loss_stops_with_a_clear_message(tmp_path, data_dir, capsys):

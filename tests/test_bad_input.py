@@ -1,0 +1,307 @@
+"""Bad input and interruption: one clear line, a non-zero exit, and nothing the user had is lost.
+
+One test per row of the table in issue 5, in its order.
+"""
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+
+import pytest
+import torch
+
+import eval as eval_script
+import train
+import utils
+from conftest import REPO, assert_fails_cleanly, run_main, write_dataset, write_idx
+from model import MLP
+
+
+def eval_argv(tmp_path, checkpoint, data_dir, *extra):
+    return ["--sparsity", "weight", "--ks", "0,90", "--no-timing", "--checkpoint", checkpoint, "--data-dir", data_dir,
+            "--no-download", "--results-dir", tmp_path / "results", "--logdir", tmp_path / "runs",
+            "--plot", tmp_path / "plot.png", *extra]
+
+
+def train_argv(tmp_path, data_dir, out=None):
+    return ["--epochs", 1, "--batch-size", 32, "--data-dir", data_dir, "--no-download",
+            "--out", out or tmp_path / "new.pt", "--logdir", tmp_path / "runs"]
+
+
+def assert_one_line(result, *words):
+    line = assert_fails_cleanly(result, *words)
+    assert result.stderr.strip() == line, result.stderr
+    return line
+
+
+def assert_nothing_written(tmp_path):
+    assert not (tmp_path / "results").exists() and not (tmp_path / "plot.png").exists()
+    assert not (tmp_path / "runs").exists() or not any(p.name in ("weight", "unit") for p in (tmp_path / "runs").iterdir())
+
+
+# unknown --sparsity, unknown --dataset, unknown flag: an argparse usage error
+
+@pytest.mark.parametrize("script, argv, words", [
+    (eval_script, ["--sparsity", "random"], ["--sparsity", "invalid choice: 'random'"]),
+    (eval_script, ["--sparsity", "weight", "--dataset", "cifar10"], ["--dataset", "invalid choice: 'cifar10'"]),
+    (train, ["--dataset", "cifar10"], ["--dataset", "invalid choice: 'cifar10'"]),
+    (eval_script, ["--sparsity", "weight", "--prune-harder"], ["unrecognized arguments: --prune-harder"]),
+    (train, ["--epochz", "3"], ["unrecognized arguments: --epochz"]),
+], ids=["eval-sparsity", "eval-dataset", "train-dataset", "eval-flag", "train-flag"])
+def test_an_unknown_choice_or_flag_is_a_usage_error(script, argv, words, capsys):
+    result = run_main(script.main, argv, capsys)
+    assert result.returncode == 2
+    assert_fails_cleanly(result, *words)
+    assert result.stderr.startswith("usage:")
+
+
+# --ks empty, non-numeric, 100, -5: a clear error naming the bad value
+
+@pytest.mark.parametrize("ks, words", [
+    ("", ["--ks", "got nothing"]),
+    ("50,abc", ["--ks", "'abc'"]),
+    ("50,100", ["--ks", "'100'"]),
+    ("-5", ["--ks", "'-5'"]),
+    ("12.5", ["--ks", "'12.5'"]),
+])
+def test_a_bad_k_is_named(ks, words, capsys):
+    result = run_main(eval_script.main, ["--sparsity", "weight", "--ks", ks], capsys)
+    assert result.returncode == 2
+    assert_fails_cleanly(result, *words)
+
+
+# --checkpoint missing: "no checkpoint at ...; run train.py first"
+
+def test_a_missing_checkpoint_says_to_train_first(tmp_path, data_dir, capsys):
+    result = run_main(eval_script.main, eval_argv(tmp_path, tmp_path / "none.pt", data_dir), capsys)
+    assert_one_line(result, f"no checkpoint at {tmp_path / 'none.pt'}; run train.py first")
+    assert_nothing_written(tmp_path)
+
+
+# checkpoint truncated or not a checkpoint: a clear error, nothing written
+
+@pytest.mark.parametrize("damage", ["truncated", "text", "empty", "a tensor, not a dict"])
+def test_a_damaged_checkpoint_is_refused_and_nothing_is_written(damage, tmp_path, checkpoint, data_dir, capsys):
+    bad = tmp_path / "bad.pt"
+    if damage == "truncated":
+        bad.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    elif damage == "text":
+        bad.write_text("these are not the weights you are looking for\n")
+    elif damage == "empty":
+        bad.write_bytes(b"")
+    else:
+        torch.save(torch.zeros(3), bad)
+    result = run_main(eval_script.main, eval_argv(tmp_path, bad, data_dir), capsys)
+    expected = "is not a checkpoint saved by train.py" if damage.startswith("a tensor") else "is not a readable checkpoint"
+    assert_one_line(result, f"{bad} {expected}")
+    assert_nothing_written(tmp_path)
+
+
+# checkpoint from another architecture: a clear error naming the mismatch
+
+def test_a_checkpoint_of_another_architecture_names_the_mismatch(tmp_path, data_dir, capsys):
+    other = tmp_path / "other.pt"
+    utils.save_checkpoint(other, MLP((784, 300, 100, 10)), {"dataset": "mnist"}, 0.0)
+    result = run_main(eval_script.main, eval_argv(tmp_path, other, data_dir), capsys)
+    assert_one_line(result, "another architecture", "layers.0.weight is (300, 784) there, (1000, 784) in the MLP "
+                                                    "784-1000-1000-500-200-10")
+    assert_nothing_written(tmp_path)
+
+
+# a checkpoint that is a pickle which would run code: refused by weights_only=True, the code never runs
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling this calls open(marker, "w"): code from the file would run
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_the_code_never_runs(tmp_path, data_dir, capsys):
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "config": RunsCode(str(marker))}, evil)
+    result = run_main(eval_script.main, eval_argv(tmp_path, evil, data_dir), capsys)
+    assert_one_line(result, "refused: loading it would run code (io.open)")
+    assert not marker.exists()
+    assert_nothing_written(tmp_path)
+
+
+# data folder missing and no internet: where to put the files
+
+def test_missing_data_offline_says_where_to_put_the_files(tmp_path, checkpoint, capsys):
+    result = run_main(eval_script.main, eval_argv(tmp_path, checkpoint, tmp_path / "nowhere"), capsys)
+    assert_one_line(result, "no mnist test data", "t10k-images-idx3-ubyte", str(tmp_path / "nowhere" / "MNIST" / "raw"))
+    result = run_main(train.main, train_argv(tmp_path, tmp_path / "nowhere"), capsys)
+    assert_one_line(result, "no mnist train data", "train-images-idx3-ubyte")
+
+
+def test_a_failed_download_says_where_to_put_the_files(tmp_path, capsys, monkeypatch):
+    import torchvision.datasets.mnist
+
+    def no_internet(url, *args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", no_internet)
+    result = run_main(train.main, ["--data-dir", tmp_path / "data", "--out", tmp_path / "m.pt"], capsys)
+    line = assert_fails_cleanly(result, "could not download MNIST", "Name or service not known",
+                                str(tmp_path / "data" / "MNIST" / "raw"))
+    assert result.stderr.strip().splitlines() == [f"downloading MNIST into {tmp_path / 'data' / 'MNIST' / 'raw'}", line]
+    assert not (tmp_path / "m.pt").exists()
+
+
+# IDX file truncated or of the wrong size: a clear error naming the file
+
+def damage_idx(folder, how):
+    name = "t10k-images-idx3-ubyte"
+    path = folder / name
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:5000])
+    elif how == "truncated .gz":
+        gz = folder / f"{name}.gz"
+        gz.write_bytes(gzip.compress(path.read_bytes())[:3000])
+        path.unlink()
+        path = gz
+    elif how == "not IDX":
+        path.write_bytes(b"<html>404 Not Found</html>")
+    elif how == "wrong image size":
+        write_idx(path, torch.zeros(100, 14, 14, dtype=torch.uint8))
+    elif how == "fewer labels than images":
+        path = folder / "t10k-labels-idx1-ubyte"
+        write_idx(path, torch.zeros(60, dtype=torch.uint8))
+    elif how == "label out of range":
+        path = folder / "t10k-labels-idx1-ubyte"
+        write_idx(path, torch.full((100,), 10, dtype=torch.uint8))
+    return path
+
+
+@pytest.mark.parametrize("how", ["truncated", "truncated .gz", "not IDX", "wrong image size",
+                                 "fewer labels than images", "label out of range"])
+def test_a_damaged_idx_file_is_named(how, tmp_path, capsys):
+    folder = tmp_path / "data" / "MNIST" / "raw"
+    write_dataset(folder)
+    path = damage_idx(folder, how)
+    checkpoint = tmp_path / "model.pt"
+    utils.save_checkpoint(checkpoint, MLP(), {"dataset": "mnist"}, 0.0)
+    result = run_main(eval_script.main, eval_argv(tmp_path, checkpoint, tmp_path / "data"), capsys)
+    assert_one_line(result, str(path))
+    assert_nothing_written(tmp_path)
+
+
+# --epochs 0, negative batch size or lr: a clear error
+
+@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--batch-size", "-5"), ("--lr", "-0.1"), ("--lr", "nan"),
+                                         ("--epochs", "two"), ("--l1", "-1"), ("--weight-decay", "-1"),
+                                         ("--timing-batch", "0")])
+def test_a_non_positive_number_is_refused(flag, value, tmp_path, capsys):
+    script = eval_script if flag == "--timing-batch" else train
+    argv = ["--sparsity", "weight"] if script is eval_script else []
+    result = run_main(script.main, [*argv, flag, value], capsys)
+    assert result.returncode == 2
+    assert_fails_cleanly(result, flag, value)
+
+
+# output folder not writable: a clear error, before any training is spent
+
+def test_an_unwritable_output_folder_fails_before_training(tmp_path, data_dir, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where a folder should be")
+    result = run_main(train.main, train_argv(tmp_path, data_dir, out=blocker / "model.pt"), capsys)
+    assert_one_line(result, f"cannot write to {blocker}")
+    assert "epoch" not in result.stdout  # failed before the first epoch
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_unwritable_results_folder_fails_before_the_sweep(tmp_path, checkpoint, data_dir, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where a folder should be")
+    argv = eval_argv(tmp_path, checkpoint, data_dir)
+    argv[argv.index("--results-dir") + 1] = blocker / "results"
+    result = run_main(eval_script.main, argv, capsys)
+    assert_one_line(result, f"cannot write to {blocker / 'results'}")
+    assert not (tmp_path / "plot.png").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through file permissions")
+def test_a_read_only_folder_fails_before_training(tmp_path, data_dir, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    result = run_main(train.main, train_argv(tmp_path, data_dir, out=locked / "model.pt"), capsys)
+    assert_one_line(result, f"cannot write to {locked}")
+
+
+# Ctrl-C during training: the previous model.pt is intact and loadable
+
+def test_ctrl_c_during_training_keeps_the_previous_checkpoint(tmp_path, checkpoint, data_dir):
+    before = checkpoint.read_bytes()
+    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--epochs", "100000", "--batch-size", "8",
+                                "--data-dir", str(data_dir), "--no-download", "--out", str(checkpoint)],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not process.stdout.readline().startswith("epoch"):  # wait until an epoch is done: it is training now
+        assert process.poll() is None, process.stderr.read()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "interrupted: files from earlier runs are left as they were"
+    assert "Traceback" not in stderr
+    assert checkpoint.read_bytes() == before
+    utils.load_checkpoint(checkpoint)
+
+
+# kill -9 while a checkpoint is being written: the previous model.pt is intact and loadable
+
+STALLED_SAVE = """
+import sys, time, torch
+sys.path.insert(0, sys.argv[1])
+import utils
+from model import MLP
+
+def stalled_save(obj, f):  # writes part of a checkpoint, then hangs until it is killed
+    f.write(b"PK\\x03\\x04 half of a checkpoint")
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(120)
+
+torch.save = stalled_save
+utils.save_checkpoint(sys.argv[2], MLP(), {}, 0.0)
+"""
+
+
+def test_kill_9_while_saving_keeps_the_previous_checkpoint(tmp_path, checkpoint):
+    before = checkpoint.read_bytes()
+    process = subprocess.Popen([sys.executable, "-c", STALLED_SAVE, str(REPO), str(checkpoint)],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "writing"  # the new checkpoint is half written now
+    process.kill()
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    assert checkpoint.read_bytes() == before
+    model, saved = utils.load_checkpoint(checkpoint)
+    assert saved["config"]["epochs"] == 1
+
+
+# a crash in the middle of a sweep does not leave a half-written CSV in place of a good one
+
+def test_an_interrupted_sweep_keeps_the_previous_results(tmp_path, checkpoint, data_dir, capsys, monkeypatch):
+    argv = eval_argv(tmp_path, checkpoint, data_dir)
+    assert run_main(eval_script.main, argv, capsys).returncode == 0
+    kept = {p: p.read_bytes() for p in [*(tmp_path / "results").iterdir(), tmp_path / "plot.png",
+                                        *(tmp_path / "runs" / "weight").iterdir()]}
+    calls, evaluate = [], utils.evaluate
+
+    def evaluate_then_ctrl_c(model, data):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(model, data)
+
+    monkeypatch.setattr(utils, "evaluate", evaluate_then_ctrl_c)
+    result = run_main(eval_script.main, [*argv[:argv.index("--ks")], "--ks", "0,50,90", *argv[argv.index("--ks") + 2:]],
+                      capsys)
+    assert result.returncode == 130
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert sorted((tmp_path / "results").iterdir()) == sorted(p for p in kept if p.parent.name == "results")
+    assert [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")] == []
