@@ -18,17 +18,14 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=utils.positive_int, default=128, help="images per SGD step")
     parser.add_argument("--lr", type=utils.positive_float, default=0.05,
                         help="peak learning rate of SGD with Nesterov momentum 0.9, annealed to 0 on a cosine")
-    parser.add_argument("--l1", type=float, default=3e-5,
+    parser.add_argument("--l1", type=utils.non_negative_float, default=3e-5,
                         help="L1 penalty on the hidden layers' weights: the net learns to do without most of them")
-    parser.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty on every weight")
+    parser.add_argument("--weight-decay", type=utils.non_negative_float, default=0.0, help="L2 penalty on every weight")
     parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the order of the images")
     utils.add_data_arguments(parser)
     parser.add_argument("--out", default="model.pt", help="where to save the checkpoint")
     parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/train-<time>")
     args = parser.parse_args(argv)
-    for flag in ("l1", "weight_decay"):
-        if not 0 <= getattr(args, flag) < math.inf:
-            parser.error(f"argument --{flag.replace('_', '-')}: expected a number >= 0, got {getattr(args, flag)}")
 
     device = utils.pick_device(args.device)
     utils.check_writable(Path(args.out).resolve().parent)  # before the training it would throw away
@@ -40,10 +37,8 @@ def main(argv=None):
     config = {**vars(args), "device": device, "command": command, "torch": str(torch.__version__)}
 
     model = MLP().to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
-                                weight_decay=args.weight_decay)
-    steps = args.epochs * math.ceil(len(train_data[1]) / args.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)  # stepped every batch
+    steps = args.epochs * math.ceil(len(train_data[1]) / args.batch_size)  # the schedule moves every batch
+    optimizer, scheduler = utils.sgd(model, args.lr, steps, args.weight_decay)
     shuffle = torch.Generator().manual_seed(args.seed)
 
     from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow, and bad flags fail first

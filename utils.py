@@ -39,19 +39,27 @@ def run(main):
 
 
 def positive_int(text):
-    return parse_positive(text, int, "a positive whole number")
+    return parse_number(text, int, lambda value: value > 0, "a positive whole number")
+
+
+def non_negative_int(text):
+    return parse_number(text, int, lambda value: value >= 0, "a whole number >= 0")
 
 
 def positive_float(text):
-    return parse_positive(text, float, "a positive number")
+    return parse_number(text, float, lambda value: 0 < value < math.inf, "a positive number")
 
 
-def parse_positive(text, kind, expected):
+def non_negative_float(text):
+    return parse_number(text, float, lambda value: 0 <= value < math.inf, "a number >= 0")
+
+
+def parse_number(text, kind, is_valid, expected):
     try:
         value = kind(text)
     except ValueError:
         value = None
-    if value is None or not 0 < value < math.inf:
+    if value is None or not is_valid(value):
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
 
@@ -173,6 +181,12 @@ def evaluate(model, data, batch_size=2000):
     correct = sum((model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum()
                   for i in range(0, len(labels), batch_size))
     return 100 * int(correct) / len(labels)
+
+
+def sgd(model, lr, steps, weight_decay=0.0):
+    """SGD with Nesterov momentum 0.9, its learning rate annealed from lr to 0 over `steps` on a cosine."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
 
 
 def train_epoch(model, data, optimizer, batch_size, generator, scheduler=None, l1=0.0, desc="train"):

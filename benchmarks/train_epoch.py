@@ -45,8 +45,8 @@ def main(argv=None):
     class_name, mean, std = utils.DATASETS[args.dataset]
     train_data = utils.load_data(args.dataset, args.data_dir, "train", download=False)
     try:
-        textbook_set = getattr(datasets, class_name)(args.data_dir, train=True, download=False, transform=transforms.Compose(
-            [transforms.ToTensor(), transforms.Normalize((mean,), (std,))]))
+        to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
+        textbook_set = getattr(datasets, class_name)(args.data_dir, train=True, download=False, transform=to_tensor)
     except RuntimeError as e:
         raise utils.UserError(f"torchvision wants the raw IDX files in {args.data_dir}/{class_name}/raw ({e})")
     loader = torch.utils.data.DataLoader(textbook_set, batch_size=args.batch_size, shuffle=True)

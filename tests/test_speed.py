@@ -71,7 +71,8 @@ def test_compact_model_has_the_pruned_models_accuracy(tmp_path, data_dir, checkp
 
 def test_flop_ceiling_counts_the_nonzero_weights():
     weights = [torch.ones(4, 3), torch.ones(2, 4)]  # 20 multiply-adds per sample when dense
-    sparse = [torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 2, 0], [0, 0, 3]]), torch.tensor([[0, 0, 0, 1.0], [0, 0, 0, 0]])]
+    sparse = [torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 2, 0], [0, 0, 3]]),
+              torch.tensor([[0, 0, 0, 1.0], [0, 0, 0, 0]])]
     assert flop_ceiling(weights, weights) == 1.0
     assert flop_ceiling(weights, sparse) == 20 / 4
     _, pruned = pruned_weights("weight", 90)
