@@ -30,6 +30,7 @@ import utils
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")  # it works; the note is noise
 DEFAULT_KS = "0,25,50,60,70,80,90,95,97,99"
+CHECKPOINTS = "the checkpoint's"  # default --dataset and --data-dir: those the checkpoint was trained on
 
 
 def mask_smallest(scores, n):
@@ -235,7 +236,7 @@ def main(argv=None):
                         help="peak learning rate of fine-tuning, annealed to 0 on a cosine")
     parser.add_argument("--seed", type=int, default=0, help="seeds the order of the images in fine-tuning")
     utils.add_data_arguments(parser)
-    parser.set_defaults(dataset=None)
+    parser.set_defaults(dataset=CHECKPOINTS, data_dir=CHECKPOINTS)
     parser.add_argument("--results-dir", default="results", help="gets <method>.csv and <method>.json")
     parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/<method>")
     parser.add_argument("--plot", default="plot.png", help="accuracy against k for every method in --results-dir")
@@ -244,12 +245,14 @@ def main(argv=None):
 
     device = utils.pick_device(args.device)
     model, checkpoint = utils.load_checkpoint(args.checkpoint, device)
-    dataset = args.dataset or checkpoint.get("config", {}).get("dataset", "mnist")
-    test_data = utils.load_data(dataset, args.data_dir, "test", not args.no_download, device)
+    trained = checkpoint.get("config", {})
+    dataset = trained.get("dataset", "mnist") if args.dataset == CHECKPOINTS else args.dataset
+    data_dir = trained.get("data_dir", "data") if args.data_dir == CHECKPOINTS else args.data_dir
+    test_data = utils.load_data(dataset, data_dir, "test", not args.no_download, device)
     for folder in (args.results_dir, args.logdir, Path(args.plot).resolve().parent):
         utils.check_writable(folder)  # after the inputs, so that bad inputs leave no trace
     command = shlex.join(["python", "eval.py", *(sys.argv[1:] if argv is None else argv)])
-    config = {"command": command, **vars(args), "dataset": dataset, "device": device,
+    config = {"command": command, **vars(args), "dataset": dataset, "data_dir": data_dir, "device": device,
               "checkpoint_config": checkpoint.get("config"), "checkpoint_accuracy": checkpoint.get("accuracy"),
               "torch": str(torch.__version__), "numba": numba.__version__,
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "threads": torch.get_num_threads()}
@@ -260,8 +263,8 @@ def main(argv=None):
     if timing and len(timing_images) < args.timing_batch:
         raise utils.UserError(f"--timing-batch {args.timing_batch} is more than the {len(timing_images)} test images")
     if args.finetune_epochs:
-        train_data = utils.load_data(dataset, args.data_dir, "train", not args.no_download, device)
-        batch_size = checkpoint.get("config", {}).get("batch_size", 128)
+        train_data = utils.load_data(dataset, data_dir, "train", not args.no_download, device)
+        batch_size = trained.get("batch_size", 128)
     for method in methods:
         name = f"{method}-finetuned" if args.finetune_epochs else method
         start = time.perf_counter()

@@ -1,6 +1,7 @@
 """Train the MLP on MNIST (or Fashion-MNIST) and save its weights, config and test accuracy."""
 import argparse
 import math
+import os
 import shlex
 import sys
 import time
@@ -24,11 +25,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the order of the images")
     utils.add_data_arguments(parser)
     parser.add_argument("--out", default="model.pt", help="where to save the checkpoint")
-    parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/train-<time>")
+    parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/train-<time>-<pid>")
     args = parser.parse_args(argv)
 
     device = utils.pick_device(args.device)
-    utils.check_writable(Path(args.out).resolve().parent)  # before the training it would throw away
+    for folder in (Path(args.out).resolve().parent, args.logdir):
+        utils.check_writable(folder)  # before the training it would throw away
     torch.manual_seed(args.seed)
     train_data = utils.load_data(args.dataset, args.data_dir, "train", not args.no_download, device)
     test_data = utils.load_data(args.dataset, args.data_dir, "test", not args.no_download, device)
@@ -42,18 +44,19 @@ def main(argv=None):
     shuffle = torch.Generator().manual_seed(args.seed)
 
     from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow, and bad flags fail first
-    writer = SummaryWriter(Path(args.logdir) / time.strftime("train-%Y%m%d-%H%M%S"))
     print(f"training on {args.dataset} ({len(train_data[1])} images) on {device} for {args.epochs} epochs")
     start = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        loss = utils.train_epoch(model, train_data, optimizer, args.batch_size, shuffle, scheduler, args.l1,
-                                 desc=f"epoch {epoch}/{args.epochs}")
-        accuracy = utils.evaluate(model, test_data)
-        print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  test accuracy {accuracy:.2f}%  "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
-        writer.add_scalar("train/loss", loss, epoch)
-        writer.add_scalar("train/test_accuracy", accuracy, epoch)
-    writer.close()
+    # "with" closes the log on Ctrl-C or an error too, so the epochs done so far stay in TensorBoard.
+    run_name = time.strftime(f"train-%Y%m%d-%H%M%S-{os.getpid()}")  # two runs in one second stay apart
+    with SummaryWriter(Path(args.logdir) / run_name) as writer:
+        for epoch in range(1, args.epochs + 1):
+            loss = utils.train_epoch(model, train_data, optimizer, args.batch_size, shuffle, scheduler, args.l1,
+                                     desc=f"epoch {epoch}/{args.epochs}")
+            accuracy = utils.evaluate(model, test_data)
+            print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  test accuracy {accuracy:.2f}%  "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+            writer.add_scalar("train/loss", loss, epoch)
+            writer.add_scalar("train/test_accuracy", accuracy, epoch)
     utils.save_checkpoint(args.out, model, config, accuracy)
     print(f"saved {args.out}: test accuracy {accuracy:.2f}% after {time.perf_counter() - start:.0f} s")
 

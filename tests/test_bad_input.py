@@ -11,6 +11,7 @@ import urllib.error
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import eval as eval_script
 import train
@@ -218,6 +219,16 @@ def test_an_unwritable_output_folder_fails_before_training(tmp_path, data_dir, c
     assert not (tmp_path / "runs").exists()
 
 
+def test_an_unwritable_log_folder_fails_before_training(tmp_path, data_dir, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where a folder should be")
+    argv = train_argv(tmp_path, data_dir)
+    argv[argv.index("--logdir") + 1] = blocker / "runs"
+    result = run_main(train.main, argv, capsys)
+    assert_one_line(result, f"cannot write to {blocker / 'runs'}")
+    assert "epoch" not in result.stdout and not (tmp_path / "new.pt").exists()
+
+
 def test_an_unwritable_results_folder_fails_before_the_sweep(tmp_path, checkpoint, data_dir, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("a file where a folder should be")
@@ -240,6 +251,7 @@ def test_a_read_only_folder_fails_before_training(tmp_path, data_dir, capsys):
 
 def test_ctrl_c_during_training_keeps_the_previous_checkpoint(tmp_path, checkpoint, data_dir):
     before = checkpoint.read_bytes()
+    earlier_runs = set((tmp_path / "runs").glob("train-*"))
     process = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--epochs", "100000", "--batch-size", "8",
                                 "--data-dir", str(data_dir), "--no-download", "--out", str(checkpoint)],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -252,6 +264,10 @@ def test_ctrl_c_during_training_keeps_the_previous_checkpoint(tmp_path, checkpoi
     assert "Traceback" not in stderr
     assert checkpoint.read_bytes() == before
     utils.load_checkpoint(checkpoint)
+    [interrupted_run] = set((tmp_path / "runs").glob("train-*")) - earlier_runs
+    events = EventAccumulator(str(interrupted_run))
+    events.Reload()
+    assert len(events.Scalars("train/loss")) >= 1  # the epochs done before Ctrl-C are kept
 
 
 # kill -9 while a checkpoint is being written: the previous model.pt is intact and loadable

@@ -1,5 +1,6 @@
 """Weight and unit pruning, and eval.py's sweep, results, TensorBoard runs and plot."""
 import csv
+import json
 
 import pytest
 import torch
@@ -136,6 +137,18 @@ def test_the_unpruned_row_reproduces_the_checkpoint_accuracy(tmp_path, checkpoin
     assert result.returncode == 0, result.stderr
     recorded = torch.load(checkpoint, weights_only=True)["accuracy"]
     assert float(read_csv(tmp_path / "results" / "weight.csv")[0]["accuracy"]) == round(recorded, 4)
+
+
+def test_eval_takes_the_checkpoints_dataset_and_data_folder(tmp_path, checkpoint, data_dir, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_main(main, ["--sparsity", "unit", "--ks", "0", "--no-timing", "--checkpoint", checkpoint,
+                             "--no-download", "--results-dir", elsewhere / "results", "--logdir", elsewhere / "runs",
+                             "--plot", elsewhere / "plot.png"], capsys)
+    assert result.returncode == 0, result.stderr
+    assert "on mnist" in result.stdout
+    with open(elsewhere / "results" / "unit.json") as f:
+        assert json.load(f)["data_dir"] == str(data_dir)
 
 
 def test_running_a_method_again_replaces_its_curve(tmp_path, checkpoint, data_dir, capsys):
