@@ -53,10 +53,10 @@ def main(argv=None):
             loss = utils.train_epoch(model, train_data, optimizer, args.batch_size, shuffle, scheduler, args.l1,
                                      desc=f"epoch {epoch}/{args.epochs}")
             accuracy = utils.evaluate(model, test_data)
-            print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  test accuracy {accuracy:.2f}%  "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
             writer.add_scalar("train/loss", loss, epoch)
             writer.add_scalar("train/test_accuracy", accuracy, epoch)
+            print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  test accuracy {accuracy:.2f}%  "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
     utils.save_checkpoint(args.out, model, config, accuracy)
     print(f"saved {args.out}: test accuracy {accuracy:.2f}% after {time.perf_counter() - start:.0f} s")
 
