@@ -249,12 +249,19 @@ def test_a_read_only_folder_fails_before_training(tmp_path, data_dir, capsys):
 
 # Ctrl-C during training: the previous model.pt is intact and loadable
 
+def terminal_ctrl_c():
+    """Give the child a terminal's Ctrl-C even when this suite runs where SIGINT is ignored (a shell's
+    background job, some CI runners): Python turns SIGINT into KeyboardInterrupt only if it is not."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_training_keeps_the_previous_checkpoint(tmp_path, checkpoint, data_dir):
     before = checkpoint.read_bytes()
     earlier_runs = set((tmp_path / "runs").glob("train-*"))
     process = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--epochs", "100000", "--batch-size", "8",
                                 "--data-dir", str(data_dir), "--no-download", "--out", str(checkpoint)],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=terminal_ctrl_c)
     while not process.stdout.readline().startswith("epoch"):  # wait until an epoch is done: it is training now
         assert process.poll() is None, process.stderr.read()
     process.send_signal(signal.SIGINT)
