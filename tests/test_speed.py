@@ -1,13 +1,16 @@
 """The fast paths compute what the pruned model computes: torch.sparse, the CSR kernel and compaction."""
 import csv
+import json
+import os
+import shutil
 
 import pytest
 import torch
 
 import utils
 from conftest import run_main
-from eval import (compact, csr_arrays, csr_kernel_forward, dense_forward, flop_ceiling, main, prune,
-                  torch_sparse_forward)
+from eval import (compact, compile_kernel, cpu_kernel, csr_kernel_forward, csr_panels, dense_forward, flop_ceiling,
+                  main, prune, sparse_path, torch_sparse_forward, transposed)
 from model import MLP
 
 
@@ -18,19 +21,31 @@ def pruned_weights(method, k, sizes=(784, 1000, 1000, 500, 200, 10)):
     return pruned, [layer.weight.detach() for layer in pruned.layers]
 
 
+HAS_COMPILER = shutil.which(os.environ.get("CC", "cc")) is not None
+needs_compiler = pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler to build csr_kernel.c")
+
+
+@needs_compiler
+def test_the_kernel_builds_where_there_is_a_c_compiler():
+    kernel, why_not = cpu_kernel()
+    assert kernel is not None, why_not
+    assert sparse_path("cpu") == "csr_kernel.c"
+
+
+@needs_compiler
 @pytest.mark.parametrize("method", ["weight", "unit"])
 @pytest.mark.parametrize("k", [0, 50, 90, 99])
-@pytest.mark.parametrize("batch", [1, 37, 100])
+@pytest.mark.parametrize("batch", [1, 37, 100, 130])  # 130 samples: two full chunks of 64 and a short one
 def test_every_forward_path_gives_the_pruned_models_logits(method, k, batch):
     pruned, weights = pruned_weights(method, k)
     x = torch.randn(batch, 784)
     with torch.no_grad():
         expected = pruned(x)
-        paths = {"dense": dense_forward(weights, x),
+        paths = {"dense": dense_forward(transposed(weights), x),
                  "coo": torch_sparse_forward([w.to_sparse() for w in weights], x),
                  "csr": torch_sparse_forward([w.to_sparse_csr() for w in weights], x),
-                 "kernel": csr_kernel_forward([csr_arrays(w) for w in weights], x),
-                 "compact": dense_forward(compact(weights), x)}
+                 "kernel": csr_kernel_forward([csr_panels(w) for w in weights], x),
+                 "compact": dense_forward(transposed(compact(weights)), x)}
     for name, logits in paths.items():
         assert logits.shape == (batch, 10), name
         torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4, msg=name)
@@ -54,7 +69,7 @@ def test_compact_keeps_one_unit_when_a_layer_loses_them_all():
     assert [w.shape[0] for w in smaller[:-1]] == [1, 1] and smaller[-1].shape == (3, 1)
     x = torch.randn(4, 7)
     with torch.no_grad():
-        torch.testing.assert_close(dense_forward(smaller, x), pruned(x))
+        torch.testing.assert_close(dense_forward(transposed(smaller), x), pruned(x))
 
 
 def test_compact_model_has_the_pruned_models_accuracy(tmp_path, data_dir, checkpoint):
@@ -64,7 +79,7 @@ def test_compact_model_has_the_pruned_models_accuracy(tmp_path, data_dir, checkp
         pruned = prune(model, "unit", k)
         smaller = compact([layer.weight.detach() for layer in pruned.layers])
         with torch.no_grad():
-            compact_predictions = dense_forward(smaller, test_data[0]).argmax(1)
+            compact_predictions = dense_forward(transposed(smaller), test_data[0]).argmax(1)
         compact_accuracy = 100 * int((compact_predictions == test_data[1]).sum()) / len(test_data[1])
         assert compact_accuracy == utils.evaluate(pruned, test_data)
 
@@ -96,3 +111,19 @@ def test_eval_writes_timings_and_speedups(tmp_path, checkpoint, data_dir, capsys
     assert float(rows[1]["compact_flop_ceiling"]) == pytest.approx(2_386_000 / (100 * 784 + 100 * 100 + 50 * 100 +
                                                                              20 * 50 + 10 * 20), rel=1e-4)
     assert "sparse x" in result.stdout and "compact x" in result.stdout
+
+
+def test_without_a_compiler_the_sparse_path_is_torch_csr(tmp_path, checkpoint, data_dir, capsys, monkeypatch):
+    missing = str(tmp_path / "no-such-cc")
+    kernel, why_not = compile_kernel(missing)
+    assert kernel is None and "no-such-cc" in why_not
+    monkeypatch.setenv("CC", missing)
+    assert sparse_path("cpu") == "torch CSR"
+    result = run_main(main, ["--sparsity", "weight", "--ks", "90", "--timing-batch", 20, "--checkpoint", checkpoint,
+                             "--data-dir", data_dir, "--results-dir", tmp_path / "results", "--logdir",
+                             tmp_path / "runs", "--plot", tmp_path / "plot.png"], capsys)
+    assert result.returncode == 0, result.stderr
+    assert "note: the sparse path is torch CSR" in result.stdout
+    assert json.loads((tmp_path / "results" / "weight.json").read_text())["sparse_path"] == "torch CSR"
+    with open(tmp_path / "results" / "weight.csv") as f:
+        assert float(next(csv.DictReader(f))["sparse_ms"]) > 0
