@@ -19,9 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.utils import prune as torch_prune
 from tqdm import tqdm
 
@@ -213,7 +211,8 @@ def time_forwards(weights, method, x):
     kernel = sparse_path(x.device) == "csr_kernel.c"
     paths["sparse"] = (csr_kernel_forward, [csr_panels(w) for w in weights]) if kernel else paths["csr"]
     if method == "unit":
-        paths["compact"] = (dense_forward, transposed(compact(weights)))
+        smaller = compact(weights)
+        paths["compact"] = (dense_forward, transposed(smaller))
     timers, calls = {}, {}
     for name, (forward, layers) in paths.items():
         forward(layers, x)  # warm-up, which also compiles the kernel on first use
@@ -235,7 +234,7 @@ def time_forwards(weights, method, x):
         row[f"{name}_speedup"] = row["dense_ms"] / row[f"{name}_ms"]
     row["flop_ceiling"] = flop_ceiling(weights, weights)
     if method == "unit":
-        row["compact_flop_ceiling"] = flop_ceiling(weights, compact(weights))
+        row["compact_flop_ceiling"] = flop_ceiling(weights, smaller)
     return row
 
 
@@ -282,12 +281,13 @@ def main(argv=None):
     for folder in (args.results_dir, args.logdir, Path(args.plot).resolve().parent):
         utils.check_writable(folder)  # after the inputs, so that bad inputs leave no trace
     timing = not (args.no_timing or args.finetune_epochs)
-    if timing and torch.device(device).type == "cpu" and not cpu_kernel()[0]:
+    sparse = sparse_path(device) if timing else None
+    if sparse == "torch CSR" and torch.device(device).type == "cpu":
         print(f"note: the sparse path is torch CSR, as the C kernel did not build: {cpu_kernel()[1]}")
     command = shlex.join(["python", "eval.py", *(sys.argv[1:] if argv is None else argv)])
     config = {"command": command, **vars(args), "dataset": dataset, "data_dir": data_dir, "device": device,
               "checkpoint_config": checkpoint.get("config"), "checkpoint_accuracy": checkpoint.get("accuracy"),
-              "torch": str(torch.__version__), "sparse_path": sparse_path(device) if timing else None,
+              "torch": str(torch.__version__), "sparse_path": sparse,
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "threads": torch.get_num_threads()}
 
     timing_images = test_data[0][:args.timing_batch]

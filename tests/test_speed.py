@@ -32,7 +32,6 @@ def test_the_kernel_builds_where_there_is_a_c_compiler():
     assert sparse_path("cpu") == "csr_kernel.c"
 
 
-@needs_compiler
 @pytest.mark.parametrize("method", ["weight", "unit"])
 @pytest.mark.parametrize("k", [0, 50, 90, 99])
 @pytest.mark.parametrize("batch", [1, 37, 100, 130])  # 130 samples: two full chunks of 64 and a short one
@@ -44,8 +43,9 @@ def test_every_forward_path_gives_the_pruned_models_logits(method, k, batch):
         paths = {"dense": dense_forward(transposed(weights), x),
                  "coo": torch_sparse_forward([w.to_sparse() for w in weights], x),
                  "csr": torch_sparse_forward([w.to_sparse_csr() for w in weights], x),
-                 "kernel": csr_kernel_forward([csr_panels(w) for w in weights], x),
                  "compact": dense_forward(transposed(compact(weights)), x)}
+        if HAS_COMPILER:  # elsewhere the kernel is not built, and the test above says why
+            paths["kernel"] = csr_kernel_forward([csr_panels(w) for w in weights], x)
     for name, logits in paths.items():
         assert logits.shape == (batch, 10), name
         torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4, msg=name)
