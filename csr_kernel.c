@@ -1,6 +1,6 @@
-/* out = W @ x, then ReLU if asked: one layer of eval.py's sparse path on the CPU.
+/* out = W @ x, then ReLU if asked: one layer of the sparse path on the CPU (speed.py).
  *
- * W is CSR cut into column panels (PANEL columns each, set in eval.py): the nonzeros of row i in panel q
+ * W is CSR cut into column panels (PANEL columns each, set in speed.py): the nonzeros of row i in panel q
  * are col[p], val[p] for p in [crow[q * rows + i], crow[q * rows + i + 1]).
  * x is [in_features][width] and out is [rows][width], row-major, width a multiple of 8 (the batch, padded).
  *

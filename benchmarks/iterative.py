@@ -2,7 +2,7 @@
 
 For each target, one-shot prunes straight to its last k and fine-tunes for as many epochs as there
 are steps; iterative prunes to each k of the steps in turn, fine-tuning one epoch after each. Both use
-eval.py's prune() and finetune() with its default learning rate.
+prune.py's prune() and finetune(), at eval.py's default fine-tuning learning rate.
 
     python benchmarks/iterative.py --dataset fashion-mnist      # about 5 minutes on 2 CPU cores
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 from torch.nn.utils import prune as torch_prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import eval as eval_script  # noqa: E402
 import utils  # noqa: E402
+from prune import finetune, prune, sparsity  # noqa: E402
 
 TARGETS = [("weight", (90, 97, 99)), ("unit", (70, 85, 90)), ("unit", (80, 90, 95))]
 
@@ -35,16 +35,16 @@ def main(argv=None):
     print("| method | k | one-shot + fine-tuning | steps, one epoch each | iterative |")
     print("|---|---:|---:|---|---:|")
     for method, steps in TARGETS:
-        one_shot = eval_script.prune(model, method, steps[-1])
-        eval_script.finetune(one_shot, train_data, len(steps), args.lr, batch_size, seed=0)
+        one_shot = prune(model, method, steps[-1])
+        finetune(one_shot, train_data, len(steps), args.lr, batch_size, seed=0)
         stepped = model
         for k in steps:
             for layer in stepped.hidden:  # keep the last step's mask: its zeros are the smallest weights now
                 if hasattr(layer, "weight_mask"):
                     torch_prune.remove(layer, "weight")
-            stepped = eval_script.prune(stepped, method, k)
-            eval_script.finetune(stepped, train_data, 1, args.lr, batch_size, seed=0)
-        assert eval_script.sparsity(stepped)["sparsity"] == eval_script.sparsity(one_shot)["sparsity"]
+            stepped = prune(stepped, method, k)
+            finetune(stepped, train_data, 1, args.lr, batch_size, seed=0)
+        assert sparsity(stepped)["sparsity"] == sparsity(one_shot)["sparsity"]
         print(f"| {method} | {steps[-1]} | {utils.evaluate(one_shot, test_data):.2f} | "
               f"{' → '.join(map(str, steps))} | {utils.evaluate(stepped, test_data):.2f} |", flush=True)
 

@@ -1,6 +1,6 @@
 """Bad input and interruption: one clear line, a non-zero exit, and nothing the user had is lost.
 
-One test per row of the table in issue 5, in its order.
+One test per row of the README's table "When something is wrong", in its order.
 """
 import gzip
 import os
@@ -46,12 +46,13 @@ def assert_nothing_written(tmp_path):
 # unknown --sparsity, unknown --dataset, unknown flag: an argparse usage error
 
 @pytest.mark.parametrize("script, argv, words", [
-    (eval_script, ["--sparsity", "random"], ["--sparsity", "invalid choice: 'random'"]),
+    (eval_script, ["--sparsity", "magic"], ["--sparsity", "invalid choice: 'magic'"]),
+    (eval_script, ["--sparsity", "weight,magic"], ["--sparsity", "invalid choice: 'magic'"]),
     (eval_script, ["--sparsity", "weight", "--dataset", "cifar10"], ["--dataset", "invalid choice: 'cifar10'"]),
     (train, ["--dataset", "cifar10"], ["--dataset", "invalid choice: 'cifar10'"]),
     (eval_script, ["--sparsity", "weight", "--prune-harder"], ["unrecognized arguments: --prune-harder"]),
     (train, ["--epochz", "3"], ["unrecognized arguments: --epochz"]),
-], ids=["eval-sparsity", "eval-dataset", "train-dataset", "eval-flag", "train-flag"])
+], ids=["eval-sparsity", "eval-sparsity-list", "eval-dataset", "train-dataset", "eval-flag", "train-flag"])
 def test_an_unknown_choice_or_flag_is_a_usage_error(script, argv, words, capsys):
     result = run_main(script.main, argv, capsys)
     assert result.returncode == 2

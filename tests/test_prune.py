@@ -1,14 +1,10 @@
-"""Weight and unit pruning, and eval.py's sweep, results, TensorBoard runs and plot."""
-import csv
-import json
-
+"""The pruning methods, the masks they make, fine-tuning with a mask held, and measured sparsity."""
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import run_main, run_script
-from eval import METHODS, main, mask_smallest, prune, sparsity
+import utils
 from model import MLP
+from prune import METHODS, finetune, mask_smallest, prune, sparsity
 
 SHAPES = [(784, 1000, 1000, 500, 200, 10), (7, 13, 5, 3), (30, 1, 9, 4)]
 KS = [0, 1, 25, 50, 63, 90, 99]
@@ -19,8 +15,9 @@ def random_model(sizes, seed=0):
     return MLP(sizes)
 
 
-def zeros(weight):
-    return weight == 0
+def pruned_out(model):
+    """Which weights of each hidden layer a pruned copy holds at zero."""
+    return [layer.weight_mask == 0 for layer in model.hidden]
 
 
 def test_ties_go_to_the_lower_index():
@@ -29,34 +26,28 @@ def test_ties_go_to_the_lower_index():
     assert mask_smallest(scores, 0).tolist() == [1] * 6
 
 
+# The per-layer magnitude rules prune groups of weights as a whole: (score of each group, which groups are gone).
+GROUPS = {
+    "weight": lambda before, after: (before.abs(), after == 0),
+    "unit": lambda before, after: (before.norm(dim=1), (after == 0).all(dim=1)),
+}
+
+
 @pytest.mark.parametrize("sizes", SHAPES, ids=str)
 @pytest.mark.parametrize("k", KS)
-def test_weight_pruning_zeroes_exactly_k_percent_of_the_smallest_weights(sizes, k):
+@pytest.mark.parametrize("method", GROUPS)
+def test_a_per_layer_method_zeroes_exactly_k_percent_of_each_layer_the_smallest_first(method, sizes, k):
     model = random_model(sizes)
-    pruned = prune(model, "weight", k)
+    pruned = prune(model, method, k)
     for before, after in zip(model.hidden, pruned.hidden):
-        gone = zeros(after.weight)
-        assert gone.sum() == round(k / 100 * before.weight.numel())
-        assert torch.equal(after.weight[~gone], before.weight[~gone])  # survivors untouched
+        scores, gone = GROUPS[method](before.weight, after.weight)
+        assert gone.sum() == round(k / 100 * gone.numel())
+        weights_per_group = before.weight.numel() // gone.numel()
+        assert (after.weight == 0).sum() == gone.sum() * weights_per_group  # nothing outside the pruned groups
+        kept = after.weight != 0
+        assert torch.equal(after.weight[kept], before.weight[kept])  # survivors untouched
         if 0 < gone.sum() < gone.numel():
-            assert before.weight[gone].abs().max() <= before.weight[~gone].abs().min()
-    assert torch.equal(pruned.layers[-1].weight, model.layers[-1].weight)
-
-
-@pytest.mark.parametrize("sizes", SHAPES, ids=str)
-@pytest.mark.parametrize("k", KS)
-def test_unit_pruning_zeroes_whole_rows_of_the_smallest_norm(sizes, k):
-    model = random_model(sizes)
-    pruned = prune(model, "unit", k)
-    for before, after in zip(model.hidden, pruned.hidden):
-        gone_rows = zeros(after.weight).all(dim=1)
-        assert gone_rows.sum() == round(k / 100 * before.out_features)
-        assert zeros(after.weight).sum() == gone_rows.sum() * before.in_features  # nothing outside those rows
-        assert torch.equal(after.weight[~gone_rows], before.weight[~gone_rows])
-        norms = before.weight.norm(dim=1)
-        if 0 < gone_rows.sum() < len(gone_rows):
-            assert norms[gone_rows].max() <= norms[~gone_rows].min()
-    assert torch.equal(pruned.layers[-1].weight, model.layers[-1].weight)
+            assert scores[gone].max() <= scores[~gone].min()
 
 
 def test_unit_pruning_removes_the_rows_with_the_smallest_l2_norm_not_l1():
@@ -64,15 +55,69 @@ def test_unit_pruning_removes_the_rows_with_the_smallest_l2_norm_not_l1():
     with torch.no_grad():
         # L2 norms 2.0, 1.73, 3.0, 2.24; L1 norms 2, 3, 3, 3: by L2 the second row goes first, by L1 the first.
         model.layers[0].weight.copy_(torch.tensor([[2.0, 0, 0], [1, 1, 1], [3, 0, 0], [2, 1, 0]]))
-    assert zeros(prune(model, "unit", 25).layers[0].weight).all(dim=1).tolist() == [False, True, False, False]
-    assert zeros(prune(model, "unit", 50).layers[0].weight).all(dim=1).tolist() == [True, True, False, False]
+    assert (prune(model, "unit", 25).layers[0].weight == 0).all(dim=1).tolist() == [False, True, False, False]
+    assert (prune(model, "unit", 50).layers[0].weight == 0).all(dim=1).tolist() == [True, True, False, False]
+
+
+@pytest.mark.parametrize("sizes", SHAPES, ids=str)
+@pytest.mark.parametrize("k", KS)
+def test_global_pruning_zeroes_k_percent_of_all_hidden_weights_the_smallest_across_layers(sizes, k):
+    model = random_model(sizes)
+    pruned = prune(model, "global", k)
+    gone = torch.cat([mask.flatten() for mask in pruned_out(pruned)])
+    magnitudes = torch.cat([layer.weight.detach().abs().flatten() for layer in model.hidden])
+    assert gone.sum() == round(k / 100 * len(gone))
+    if 0 < gone.sum() < len(gone):
+        assert magnitudes[gone].max() <= magnitudes[~gone].min()
+    for before, after in zip(model.hidden, pruned.hidden):
+        kept = after.weight_mask == 1
+        assert torch.equal(after.weight[kept], before.weight[kept])
+        assert torch.all(after.weight[~kept] == 0)
+
+
+def test_global_pruning_gives_each_layer_the_sparsity_its_magnitudes_earn():
+    model = MLP((4, 10, 10, 2))
+    with torch.no_grad():
+        model.layers[0].weight.fill_(1.0)
+        model.layers[1].weight.fill_(0.1)  # every weight of layer 2 is smaller than any of layer 1
+    pruned_per_layer = [int(gone.sum()) for gone in pruned_out(prune(model, "global", 80))]
+    assert pruned_per_layer == [12, 100]  # 112 of 140: all 100 of layer 2, then 12 of layer 1's 40
+
+
+@pytest.mark.parametrize("sizes", SHAPES, ids=str)
+@pytest.mark.parametrize("k", KS)
+def test_random_pruning_zeroes_exactly_k_percent_of_each_layer(sizes, k):
+    model = random_model(sizes)
+    for layer, gone in zip(model.hidden, pruned_out(prune(model, "random", k, seed=3))):
+        assert gone.sum() == round(k / 100 * layer.weight.numel())
+
+
+def test_random_pruning_is_fixed_by_the_seed():
+    model = random_model(SHAPES[1])
+    def masks(seed):
+        return pruned_out(prune(model, "random", 50, seed))
+    assert all(torch.equal(a, b) for a, b in zip(masks(1), masks(1)))
+    assert not all(torch.equal(a, b) for a, b in zip(masks(1), masks(2)))
+
+
+def test_random_pruning_leaves_torchs_own_random_numbers_alone():
+    model = random_model(SHAPES[1])
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    prune(model, "random", 50, seed=9)
+    assert torch.equal(torch.rand(3), expected)
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_k_zero_leaves_the_weights_unchanged(method):
-    model = random_model(SHAPES[0])
+def test_k_zero_leaves_the_weights_unchanged_and_no_method_touches_the_logits_layer(method):
+    model = random_model(SHAPES[1])
     for before, after in zip(model.layers, prune(model, method, 0).layers):
         assert torch.equal(before.weight, after.weight)
+    for k in (50, 99):
+        pruned = prune(model, method, k)
+        assert torch.equal(pruned.layers[-1].weight, model.layers[-1].weight)
+        assert not hasattr(pruned.layers[-1], "weight_mask")
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -86,79 +131,53 @@ def test_a_weight_pruned_at_k_stays_pruned_at_every_larger_k(method, tied):
                 layer.weight[::2] = 1.0
     previous = None
     for k in range(0, 100, 3):
-        pruned_now = torch.cat([layer.weight_mask.flatten() == 0 for layer in prune(model, method, k).hidden])
+        pruned_now = torch.cat([gone.flatten() for gone in pruned_out(prune(model, method, k, seed=4))])
         if previous is not None:
             assert not (previous & ~pruned_now).any(), f"k={k} revived weights pruned at a smaller k"
-        assert pruned_now.sum() >= (0 if previous is None else previous.sum())
+            assert pruned_now.sum() >= previous.sum()
         previous = pruned_now
 
 
-def test_sparsity_reports_the_hidden_layers_and_the_whole_net():
+def test_sparsity_reports_the_hidden_layers_the_whole_net_and_each_hidden_layer():
     model = MLP((4, 10, 5, 2))  # 40 + 50 hidden weights, 10 in the logits layer
     with torch.no_grad():
         model.layers[0].weight.fill_(1.0)
         model.layers[1].weight.fill_(1.0)
         model.layers[1].weight[:2] = 0.0  # 20 zeros
         model.layers[2].weight.fill_(0.0)  # 10 zeros, in the logits layer
-    assert sparsity(model) == {"sparsity": pytest.approx(100 * 20 / 90), "total_sparsity": pytest.approx(30.0)}
+    assert sparsity(model) == {"sparsity": pytest.approx(100 * 20 / 90), "total_sparsity": pytest.approx(30.0),
+                               "sparsity_layer1": 0.0, "sparsity_layer2": pytest.approx(40.0)}
 
 
-def read_csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
+# Fine-tuning: the mask holds, the survivors learn.
+
+@pytest.fixture
+def data(data_dir):
+    return (utils.load_data("mnist", data_dir, "train", download=False),
+            utils.load_data("mnist", data_dir, "test", download=False))
 
 
-def accuracy_points(run_dir):
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    return [(e.step, round(e.value, 4)) for e in events.Scalars("accuracy")]
+@pytest.mark.parametrize("method, k", [("weight", 50), ("weight", 95), ("unit", 80), ("global", 90), ("random", 90)])
+def test_finetuning_keeps_every_pruned_weight_at_zero_and_trains_the_rest(method, k, checkpoint, data):
+    train_data, _ = data
+    model, _ = utils.load_checkpoint(checkpoint)
+    pruned = prune(model, method, k)
+    before = [layer.weight.detach().clone() for layer in pruned.layers]
+    sparsity_before = sparsity(pruned)
+    finetune(pruned, train_data, epochs=2, lr=0.05, batch_size=32, seed=0)
+    for layer, old in zip(pruned.hidden, before):
+        gone = layer.weight_mask == 0
+        assert gone.sum() > 0
+        assert torch.all(layer.weight[gone] == 0)  # exactly zero, not small
+        assert not torch.equal(layer.weight[~gone], old[~gone])  # the survivors were trained
+    assert not torch.equal(pruned.layers[-1].weight, before[-1])  # the logits layer is trained, never pruned
+    assert sparsity(pruned) == sparsity_before
 
 
-def test_eval_writes_a_table_csv_tensorboard_run_and_plot(tmp_path, checkpoint, data_dir):
-    ks = [0, 50, 90, 99]
-    result = run_script("eval.py", "--sparsity", "both", "--ks", "0,50,90,99", "--data-dir", data_dir,
-                        "--no-download", "--no-timing", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    for method in METHODS:
-        rows = read_csv(tmp_path / "results" / f"{method}.csv")
-        assert [int(r["k"]) for r in rows] == ks
-        assert {"k", "sparsity", "total_sparsity", "accuracy"} <= set(rows[0])
-        assert [round(float(r["sparsity"])) for r in rows] == ks  # the achieved sparsity, measured
-        assert f"| {rows[-1]['accuracy'][:4]}" in result.stdout  # the printed table has the same numbers
-        assert accuracy_points(tmp_path / "runs" / method) == [(int(r["k"]), float(r["accuracy"])) for r in rows]
-    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_the_unpruned_row_reproduces_the_checkpoint_accuracy(tmp_path, checkpoint, data_dir, capsys):
-    result = run_main(main, ["--sparsity", "weight", "--ks", "0", "--no-timing", "--checkpoint", checkpoint,
-                             "--data-dir", data_dir,
-                             "--results-dir", tmp_path / "results", "--logdir", tmp_path / "runs",
-                             "--plot", tmp_path / "plot.png"], capsys)
-    assert result.returncode == 0, result.stderr
-    recorded = torch.load(checkpoint, weights_only=True)["accuracy"]
-    assert float(read_csv(tmp_path / "results" / "weight.csv")[0]["accuracy"]) == round(recorded, 4)
-
-
-def test_eval_takes_the_checkpoints_dataset_and_data_folder(tmp_path, checkpoint, data_dir, capsys):
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    result = run_main(main, ["--sparsity", "unit", "--ks", "0", "--no-timing", "--checkpoint", checkpoint,
-                             "--no-download", "--results-dir", elsewhere / "results", "--logdir", elsewhere / "runs",
-                             "--plot", elsewhere / "plot.png"], capsys)
-    assert result.returncode == 0, result.stderr
-    assert "on mnist" in result.stdout
-    with open(elsewhere / "results" / "unit.json") as f:
-        assert json.load(f)["data_dir"] == str(data_dir)
-
-
-def test_running_a_method_again_replaces_its_curve(tmp_path, checkpoint, data_dir, capsys):
-    argv = ["--sparsity", "unit", "--no-timing", "--checkpoint", checkpoint, "--data-dir", data_dir, "--results-dir",
-            tmp_path / "results", "--logdir", tmp_path / "runs", "--plot", tmp_path / "plot.png"]
-    for ks in ("0,50,90", "0,25,50,90"):
-        result = run_main(main, [*argv, "--ks", ks], capsys)
-        assert result.returncode == 0, result.stderr
-    run_dir = tmp_path / "runs" / "unit"
-    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
-    assert [step for step, _ in accuracy_points(run_dir)] == [0, 25, 50, 90]
-    assert [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")] == []  # no temporary runs
-    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["unit.csv", "unit.json"]
+def test_finetuning_improves_a_heavily_pruned_net(checkpoint, data):
+    train_data, test_data = data
+    model, _ = utils.load_checkpoint(checkpoint)
+    pruned = prune(model, "unit", 90)
+    one_shot = utils.evaluate(pruned, test_data)
+    finetune(pruned, train_data, epochs=3, lr=0.05, batch_size=32, seed=0)
+    assert utils.evaluate(pruned, test_data) > one_shot

@@ -9,8 +9,10 @@ import torch
 
 import utils
 from conftest import run_main
-from eval import (compact, compile_kernel, cpu_kernel, csr_kernel_forward, csr_panels, dense_forward, flop_ceiling,
-                  main, prune, sparse_path, torch_sparse_forward, transposed)
+from eval import main
+from prune import METHODS, prune
+from speed import (compact, compile_kernel, cpu_kernel, csr_kernel_forward, csr_panels, dense_forward, flop_ceiling,
+                   sparse_path, torch_sparse_forward, transposed)
 from model import MLP
 
 
@@ -32,7 +34,7 @@ def test_the_kernel_builds_where_there_is_a_c_compiler():
     assert sparse_path("cpu") == "csr_kernel.c"
 
 
-@pytest.mark.parametrize("method", ["weight", "unit"])
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("k", [0, 50, 90, 99])
 @pytest.mark.parametrize("batch", [1, 37, 100, 130])  # 130 samples: two full chunks of 64 and a short one
 def test_every_forward_path_gives_the_pruned_models_logits(method, k, batch):
@@ -96,20 +98,26 @@ def test_flop_ceiling_counts_the_nonzero_weights():
     assert nonzero == round(0.1 * 784_000) + round(0.1 * 1_000_000) + round(0.1 * 500_000) + round(0.1 * 100_000) + 2000
 
 
-def test_eval_writes_timings_and_speedups(tmp_path, checkpoint, data_dir, capsys):
-    result = run_main(main, ["--sparsity", "unit", "--ks", "0,90", "--timing-batch", 50, "--checkpoint", checkpoint,
+def test_eval_times_every_path_for_every_method(tmp_path, checkpoint, data_dir, capsys):
+    result = run_main(main, ["--sparsity", "all", "--ks", "0,90", "--timing-batch", 50, "--checkpoint", checkpoint,
                              "--data-dir", data_dir, "--results-dir", tmp_path / "results", "--logdir",
                              tmp_path / "runs", "--plot", tmp_path / "plot.png"], capsys)
     assert result.returncode == 0, result.stderr
+    for method in METHODS:
+        with open(tmp_path / "results" / f"{method}.csv") as f:
+            rows = list(csv.DictReader(f))
+        for row in rows:
+            for path in ("dense", "coo", "csr", "sparse", "compact"):
+                assert float(row[f"{path}_ms"]) > 0
+            for path in ("sparse", "compact"):
+                assert float(row[f"{path}_speedup"]) == pytest.approx(
+                    float(row["dense_ms"]) / float(row[f"{path}_ms"]), rel=1e-3)
+        assert float(rows[0]["flop_ceiling"]) == 1.0 and float(rows[0]["compact_flop_ceiling"]) == 1.0
+        assert float(rows[1]["compact_flop_ceiling"]) >= float(rows[1]["flop_ceiling"])
     with open(tmp_path / "results" / "unit.csv") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        for path in ("dense", "coo", "csr", "sparse", "compact"):
-            assert float(row[f"{path}_ms"]) > 0
-        assert float(row["sparse_speedup"]) == pytest.approx(float(row["dense_ms"]) / float(row["sparse_ms"]), rel=1e-3)
-    assert float(rows[0]["flop_ceiling"]) == 1.0
-    assert float(rows[1]["compact_flop_ceiling"]) == pytest.approx(2_386_000 / (100 * 784 + 100 * 100 + 50 * 100 +
-                                                                             20 * 50 + 10 * 20), rel=1e-4)
+        unit_90 = list(csv.DictReader(f))[1]
+    assert float(unit_90["compact_flop_ceiling"]) == pytest.approx(2_386_000 / (100 * 784 + 100 * 100 + 50 * 100 +
+                                                                               20 * 50 + 10 * 20), rel=1e-4)
     assert "sparse x" in result.stdout and "compact x" in result.stdout
 
 

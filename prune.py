@@ -1,0 +1,106 @@
+"""The pruning methods, and what acts on their masks: applying them, fine-tuning, measuring sparsity.
+
+A method takes the hidden layers' weight matrices, in order, and the fraction of weights to remove,
+and returns one 0/1 mask per matrix (0: pruned). A rule that looks at one matrix at a time is a plain
+function of (weight, fraction), lifted to the whole list by per_layer. A method may draw random numbers
+from torch's default generator: prune() seeds it from --seed, so the same seed gives the same masks.
+"""
+import copy
+import math
+
+import torch
+from torch.nn.utils import prune as torch_prune
+
+import utils
+
+
+def mask_smallest(scores, n):
+    """A 0/1 mask shaped like `scores`, with zeros at its n smallest entries.
+
+    Ties go to the lower index (a stable sort), so the mask is the same on every run and device, and
+    the mask for a larger n contains the one for a smaller n. torch.topk, behind torch.nn.utils.prune's
+    l1_unstructured and ln_structured, promises neither: ln_structured gives masks that are not nested
+    when rows have equal norms.
+    """
+    mask = torch.ones(scores.numel(), device=scores.device)
+    mask[scores.flatten().argsort(stable=True)[:n]] = 0
+    return mask.view_as(scores)
+
+
+def per_layer(rule):
+    """The method that applies rule(weight, fraction) to each matrix on its own."""
+    def method(weights, fraction):
+        return [rule(weight, fraction) for weight in weights]
+    method.__doc__ = rule.__doc__
+    return method
+
+
+def weight_mask(weight, fraction):
+    """Zero the round(fraction * numel) weights of the smallest magnitude."""
+    return mask_smallest(weight.abs(), round(fraction * weight.numel()))
+
+
+def unit_mask(weight, fraction):
+    """Zero the round(fraction * out_features) output units (rows) of the smallest L2 norm."""
+    rows = mask_smallest(weight.norm(dim=1), round(fraction * weight.shape[0]))
+    return rows[:, None].expand_as(weight).contiguous()
+
+
+def random_mask(weight, fraction):
+    """Zero round(fraction * numel) weights drawn uniformly: the control every other method must beat."""
+    return mask_smallest(torch.rand(weight.shape).to(weight.device), round(fraction * weight.numel()))
+
+
+def global_magnitude(weights, fraction):
+    """Zero the round(fraction * N) weights of smallest |w| across all the matrices together (N: their
+    total count), so that each layer ends with the sparsity its magnitudes earn it."""
+    scores = torch.cat([weight.abs().flatten() for weight in weights])
+    mask = mask_smallest(scores, round(fraction * len(scores)))
+    return [part.view_as(weight) for part, weight in zip(mask.split([w.numel() for w in weights]), weights)]
+
+
+METHODS = {
+    "weight": per_layer(weight_mask),
+    "unit": per_layer(unit_mask),
+    "global": global_magnitude,
+    "random": per_layer(random_mask),
+}
+
+
+def prune(model, method, k, seed=0):
+    """A copy of `model` with its hidden layers pruned to k percent by METHODS[method]; the logits layer
+    is kept whole.
+
+    The masks go through torch.nn.utils.prune, so the copy trains with pruned weights held at zero.
+    """
+    pruned = copy.deepcopy(model)
+    weights = [layer.weight.detach() for layer in pruned.hidden]
+    with torch.random.fork_rng(devices=[]):  # a method's draws are seeded here, and leave no trace outside
+        torch.manual_seed(seed)
+        masks = METHODS[method](weights, k / 100)
+    for layer, mask in zip(pruned.hidden, masks):
+        torch_prune.custom_from_mask(layer, "weight", mask)
+    return pruned
+
+
+def finetune(model, train_data, epochs, lr, batch_size, seed):
+    """Train the surviving weights of a pruned model; its masks hold the pruned ones at exactly zero.
+
+    Han et al. (2015) retrain the pruned net at a lower learning rate; here SGD from `lr` (a fifth of
+    train.py's) down to 0 on a cosine, without L1: the mask already decides what is kept.
+    """
+    optimizer, scheduler = utils.sgd(model, lr, epochs * math.ceil(len(train_data[1]) / batch_size))
+    shuffle = torch.Generator().manual_seed(seed)
+    for epoch in range(1, epochs + 1):
+        utils.train_epoch(model, train_data, optimizer, batch_size, shuffle, scheduler,
+                          desc=f"fine-tune {epoch}/{epochs}")
+
+
+def zero_percent(layers):
+    return 100 * sum(int((layer.weight == 0).sum()) for layer in layers) / sum(layer.weight.numel() for layer in layers)
+
+
+def sparsity(model):
+    """Percentage of zero weights in the hidden layers, in the whole network, and in each hidden layer."""
+    return {"sparsity": zero_percent(model.hidden), "total_sparsity": zero_percent(model.layers),
+            **{f"sparsity_layer{i}": zero_percent([layer]) for i, layer in enumerate(model.hidden, 1)}}

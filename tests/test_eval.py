@@ -1,0 +1,130 @@
+"""eval.py's sweep end to end: methods by name, fine-tuning, the table, CSV, JSON, TensorBoard runs and plot."""
+import csv
+import json
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import prune
+from conftest import run_main, run_script
+from eval import main
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def accuracy_points(run_dir):
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return [(e.step, round(e.value, 4)) for e in events.Scalars("accuracy")]
+
+
+def sweep(tmp_path, checkpoint, data_dir, capsys, *extra, sparsity="both", ks="0,50,90"):
+    argv = ["--sparsity", sparsity, "--ks", ks, "--no-timing", "--checkpoint", checkpoint, "--data-dir", data_dir,
+            "--results-dir", tmp_path / "results", "--logdir", tmp_path / "runs", "--plot", tmp_path / "plot.png",
+            *extra]
+    result = run_main(main, argv, capsys)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_eval_writes_a_table_csv_tensorboard_run_and_plot(tmp_path, checkpoint, data_dir):
+    ks = [0, 50, 90, 99]
+    result = run_script("eval.py", "--sparsity", "all", "--ks", "0,50,90,99", "--data-dir", data_dir,
+                        "--no-download", "--no-timing", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for method in prune.METHODS:
+        rows = read_csv(tmp_path / "results" / f"{method}.csv")
+        assert [int(r["k"]) for r in rows] == ks
+        assert {"k", "sparsity", "total_sparsity", "accuracy"} <= set(rows[0])
+        assert [round(float(r["sparsity"])) for r in rows] == ks  # the achieved sparsity, measured
+        assert f"| {rows[-1]['accuracy'][:4]}" in result.stdout  # the printed table has the same numbers
+        assert accuracy_points(tmp_path / "runs" / method) == [(int(r["k"]), float(r["accuracy"])) for r in rows]
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("flag, methods", [("weight", ["weight"]), ("global,random", ["global", "random"]),
+                                           ("both", ["weight", "unit"]), ("all", list(prune.METHODS))])
+def test_sparsity_takes_one_method_a_list_both_or_all(flag, methods, tmp_path, checkpoint, data_dir, capsys):
+    sweep(tmp_path, checkpoint, data_dir, capsys, sparsity=flag, ks="50")
+    assert sorted(p.stem for p in (tmp_path / "results").glob("*.csv")) == sorted(methods)
+
+
+def test_the_csv_gives_each_hidden_layers_measured_sparsity(tmp_path, checkpoint, data_dir, capsys):
+    sweep(tmp_path, checkpoint, data_dir, capsys, sparsity="global,weight", ks="0,90")
+    for method in ("global", "weight"):
+        rows = read_csv(tmp_path / "results" / f"{method}.csv")
+        layers = [[float(row[f"sparsity_layer{i}"]) for i in range(1, 5)] for row in rows]
+        assert layers[0] == [0.0] * 4
+        sizes = [784_000, 1_000_000, 500_000, 100_000]  # the hidden layers' weights
+        assert sum(s * n for s, n in zip(layers[1], sizes)) / sum(sizes) == pytest.approx(90, abs=1e-3)
+    assert layers[1] == pytest.approx([90] * 4, abs=1e-3)  # weight pruning: each layer on its own
+    global_layers = [float(read_csv(tmp_path / "results" / "global.csv")[1][f"sparsity_layer{i}"]) for i in range(1, 5)]
+    assert max(global_layers) - min(global_layers) > 1  # global pruning: each layer its own share
+
+
+def test_a_toy_method_named_in_methods_runs_the_whole_sweep(tmp_path, checkpoint, data_dir, capsys, monkeypatch):
+    def first_rows(weight, fraction):  # the toy rule: zero the first rows, as many as the fraction says
+        mask = torch.ones_like(weight)
+        mask[:round(fraction * weight.shape[0])] = 0
+        return mask
+    monkeypatch.setitem(prune.METHODS, "first-rows", prune.per_layer(first_rows))
+    result = sweep(tmp_path, checkpoint, data_dir, capsys, sparsity="first-rows,weight", ks="0,50")
+    assert "first-rows pruning" in result.stdout
+    rows = read_csv(tmp_path / "results" / "first-rows.csv")
+    assert [round(float(r["sparsity"])) for r in rows] == [0, 50]
+    assert accuracy_points(tmp_path / "runs" / "first-rows") == [(int(r["k"]), float(r["accuracy"])) for r in rows]
+
+
+def test_the_unpruned_row_reproduces_the_checkpoint_accuracy(tmp_path, checkpoint, data_dir, capsys):
+    sweep(tmp_path, checkpoint, data_dir, capsys, sparsity="weight", ks="0")
+    recorded = torch.load(checkpoint, weights_only=True)["accuracy"]
+    assert float(read_csv(tmp_path / "results" / "weight.csv")[0]["accuracy"]) == round(recorded, 4)
+
+
+def test_eval_takes_the_checkpoints_dataset_and_data_folder(tmp_path, checkpoint, data_dir, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_main(main, ["--sparsity", "unit", "--ks", "0", "--no-timing", "--checkpoint", checkpoint,
+                             "--no-download", "--results-dir", elsewhere / "results", "--logdir", elsewhere / "runs",
+                             "--plot", elsewhere / "plot.png"], capsys)
+    assert result.returncode == 0, result.stderr
+    assert "on mnist" in result.stdout
+    with open(elsewhere / "results" / "unit.json") as f:
+        assert json.load(f)["data_dir"] == str(data_dir)
+
+
+def test_running_a_method_again_replaces_its_curve(tmp_path, checkpoint, data_dir, capsys):
+    for ks in ("0,50,90", "0,25,50,90"):
+        sweep(tmp_path, checkpoint, data_dir, capsys, sparsity="unit", ks=ks)
+    run_dir = tmp_path / "runs" / "unit"
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert [step for step, _ in accuracy_points(run_dir)] == [0, 25, 50, 90]
+    assert [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")] == []  # no temporary runs
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["unit.csv", "unit.json"]
+
+
+def test_zero_finetune_epochs_gives_exactly_the_one_shot_results(tmp_path, checkpoint, data_dir, capsys):
+    sweep(tmp_path / "a", checkpoint, data_dir, capsys)
+    sweep(tmp_path / "b", checkpoint, data_dir, capsys, "--finetune-epochs", 0)
+    for method in ("weight", "unit"):
+        assert read_csv(tmp_path / "b" / "results" / f"{method}.csv") == read_csv(
+            tmp_path / "a" / "results" / f"{method}.csv")
+    assert not list((tmp_path / "b" / "results").glob("*finetuned*"))
+
+
+def test_finetuned_results_get_their_own_csv_and_run_beside_the_one_shot_ones(tmp_path, checkpoint, data_dir, capsys):
+    sweep(tmp_path, checkpoint, data_dir, capsys)
+    result = sweep(tmp_path, checkpoint, data_dir, capsys, "--finetune-epochs", 1, "--finetune-lr", 0.05)
+    assert "weight-finetuned pruning" in result.stdout and "one-shot accuracy %" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "results").glob("*.csv")) == [
+        "unit-finetuned.csv", "unit.csv", "weight-finetuned.csv", "weight.csv"]
+    assert {"weight", "unit", "weight-finetuned", "unit-finetuned"} <= {p.name for p in (tmp_path / "runs").iterdir()}
+    one_shot = read_csv(tmp_path / "results" / "unit.csv")
+    tuned = read_csv(tmp_path / "results" / "unit-finetuned.csv")
+    assert [r["one_shot_accuracy"] for r in tuned] == [r["accuracy"] for r in one_shot]
+    assert [r["sparsity"] for r in tuned] == [r["sparsity"] for r in one_shot]
+    assert "dense_ms" not in tuned[0]
