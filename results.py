@@ -1,22 +1,32 @@
-"""What a sweep writes: the console table, CSV and JSON, a TensorBoard run per method, and the plot.
+"""What a sweep writes and reads back: the console table, CSV and JSON, a TensorBoard run per curve, the plot.
 
 Each file is written whole or not at all, so Ctrl-C or a crash mid-sweep keeps the last good one.
 """
 import csv
 import io
 import json
+import math
 import os
 import shutil
-from pathlib import Path
+import statistics
 
 import utils
 
+FORMAT = {"written_by": "eval.py", "format": 2}  # what marks a JSON file as one of eval.py's results
+VARIANTS = {"one-shot": "-", "finetuned": "--", "rewind": "-.", "scratch": ":"}  # a curve's line style in the plot
+
 # The console table: (column, heading); the CSV holds every column.
 TABLE = [("k", "k %"), ("sparsity", "sparsity %"), ("total_sparsity", "whole net %"),
-         ("one_shot_accuracy", "one-shot accuracy %"), ("accuracy", "accuracy %"),
+         ("one_shot_accuracy", "one-shot accuracy %"), ("one_shot_accuracy_std", "±"),
+         ("accuracy", "accuracy %"), ("accuracy_std", "±"),
          ("dense_ms", "dense ms"), ("sparse_ms", "sparse ms"), ("sparse_speedup", "sparse x"),
          ("flop_ceiling", "ceiling x"), ("csr_speedup", "torch CSR x"), ("coo_speedup", "torch COO x"),
          ("compact_ms", "compact ms"), ("compact_speedup", "compact x"), ("compact_flop_ceiling", "compact ceiling x")]
+
+
+def mean_and_std(values):
+    """The mean and the sample standard deviation (0 for a single value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def markdown_table(rows):
@@ -36,14 +46,53 @@ def format_number(value):
     return f"{value:.3f}" if value < 10 else f"{value:.2f}" if value < 1000 else f"{value:.0f}"
 
 
-def write_results(results_dir, method, rows, config):
+def write_results(results_dir, name, rows, info):
+    """<name>.csv (a row per k) and <name>.json (what made it: `info`, marked as eval.py's)."""
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows([{c: round(v, 4) if isinstance(v, float) else v for c, v in row.items()} for row in rows])
-    utils.write_atomic(results_dir / f"{method}.csv", lambda f: f.write(text.getvalue().encode()))
-    utils.write_atomic(results_dir / f"{method}.json",
-                       lambda f: f.write(json.dumps({"method": method, **config}, indent=2).encode()))
+    utils.write_atomic(results_dir / f"{name}.csv", lambda f: f.write(text.getvalue().encode()))
+    utils.write_atomic(results_dir / f"{name}.json",
+                       lambda f: f.write(json.dumps({**FORMAT, "name": name, **info}, indent=2).encode()))
+
+
+def read_results(results_dir, checkpoints):
+    """{name: (info, rows)} for the results in results_dir that eval.py made from exactly `checkpoints`
+    (the files' sha256), and the names of the other files there, which are left as they are."""
+    found, others = {}, []
+    for path in sorted(results_dir.iterdir()):
+        if path.name.startswith(".") or not path.is_file() or path.suffix not in (".json", ".csv"):
+            continue  # temporary files of a write in progress, folders, notes of the user's own
+        if path.suffix == ".csv" and path.with_suffix(".json").is_file():
+            continue  # read with its JSON
+        try:
+            info = json.loads(path.read_text()) if path.suffix == ".json" else None
+            rows = read_rows(path.with_suffix(".csv"))
+            if info is None or {k: info.get(k) for k in FORMAT} != FORMAT or sorted(info["sha256"]) != sorted(checkpoints):
+                raise ValueError
+            found[path.stem] = info, rows
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            others += [p.name for p in (path, path.with_suffix(".csv")) if p.is_file() and p.name not in others]
+    return found, others
+
+
+def read_rows(path):
+    """The rows of a results CSV as numbers; ValueError if it is not one."""
+    with open(path, newline="") as f:
+        rows = [{column: float(value) for column, value in row.items()} for row in csv.DictReader(f)]
+    if not rows or not {"k", "sparsity", "accuracy"} <= set(rows[0]) or not all(map(math.isfinite, rows[0].values())):
+        raise ValueError(f"{path} is not a results table")
+    return rows
+
+
+def tensorboard_tag(column):
+    """'accuracy' is the one tag at the top, so that every run overlays in TensorBoard's first chart."""
+    if column == "accuracy":
+        return column
+    group = ("sparsity" if "sparsity" in column else "one_shot" if column.startswith("one_shot") else
+             "seeds" if column.startswith("accuracy") else "speed")
+    return f"{group}/{column}"
 
 
 def write_tensorboard(run_dir, rows):
@@ -55,52 +104,84 @@ def write_tensorboard(run_dir, rows):
         for row in rows:
             for column, value in row.items():
                 if column != "k":
-                    writer.add_scalar(column, value, row["k"])
+                    writer.add_scalar(tensorboard_tag(column), value, row["k"])
     if run_dir.exists():
         run_dir.rename(old)
     new.rename(run_dir)
     shutil.rmtree(old, ignore_errors=True)
 
 
-def draw_plot(results_dir, path, dataset):
-    """Accuracy against k for every method that has results; beside it, the speedups if they were timed."""
+# The plot. x is the percentage of the hidden layers' weights kept, on a log scale, as pruning papers draw
+# it: the range from 90 to 99 % sparsity, where methods part ways, gets as much room as 0 to 90 %.
+KEPT_TICKS = [100, 50, 20, 10, 5, 3, 2, 1]
+
+
+def percent_kept(rows):
+    return [max(100 - row["sparsity"], 0.5) for row in rows]  # never 0: a log axis cannot show it
+
+
+def plot_accuracy(ax, results, unpruned):
+    """Mean test accuracy against the weights kept, a band of ± one standard deviation over checkpoints."""
+    colors = {method: f"C{i}" for i, method in enumerate(sorted({info["method"] for info, _ in results.values()}))}
+    for name, (info, rows) in sorted(results.items()):
+        kept, mean = percent_kept(rows), [row["accuracy"] for row in rows]
+        std = [row.get("accuracy_std", 0.0) for row in rows]
+        color = colors[info["method"]]
+        ax.plot(kept, mean, VARIANTS.get(info.get("variant"), "-"), marker="o", markersize=3, color=color, label=name)
+        ax.fill_between(kept, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color,
+                        alpha=0.2, linewidth=0)
+    ax.axhline(unpruned, color="black", linewidth=0.8, linestyle=":", label=f"unpruned, {unpruned:.2f} %")
+    ax.set(ylabel="test accuracy (%)", title="Accuracy: mean, band ± 1 std over checkpoints")
+
+
+def plot_speed(ax, timed):
+    """Speedup over dense of the sparse path and the compacted net, each against its own FLOP ceiling.
+
+    timed: {method: rows}; where rows have <column>_min and <column>_max, they are drawn as error bars.
+    """
+    colors = {method: f"C{i}" for i, method in enumerate(sorted(timed))}
+    for method, rows in sorted(timed.items()):
+        kept = percent_kept(rows)
+        for column, style, label in (("sparse_speedup", "-", "sparse"), ("compact_speedup", "--", "compact")):
+            values = [row[column] for row in rows]
+            spread = None
+            if f"{column}_min" in rows[0]:
+                spread = [[v - row[f"{column}_min"] for v, row in zip(values, rows)],
+                          [row[f"{column}_max"] - v for v, row in zip(values, rows)]]
+            ax.errorbar(kept, values, yerr=spread, fmt=style, marker="o", markersize=3, capsize=2,
+                        color=colors[method], label=f"{method}, {label}")
+        ax.plot(kept, [row["compact_flop_ceiling"] for row in rows], ":", color=colors[method], linewidth=1,
+                label=f"{method}, compact ceiling")
+    rows = next(iter(timed.values()))
+    ax.plot(percent_kept(rows), [row["flop_ceiling"] for row in rows], ":", color="grey", linewidth=2,
+            label="ceiling of the nonzeros")
+    ax.axhline(1, color="black", linewidth=0.8)
+    ax.set(yscale="log", ylabel="speedup over dense (x)", title="Forward pass against dense")
+
+
+def draw_plot(path, results, unpruned, note, timed=None):
+    """Accuracy against the weights kept for every curve in `results`; beside it the speedups, if timed."""
     import matplotlib
     matplotlib.use("Agg")  # no screen needed
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullLocator
 
-    results = {}
-    for csv_path in sorted(results_dir.glob("*.csv")):
-        with open(csv_path) as f:
-            results[csv_path.stem] = list(csv.DictReader(f))
-    timed = {method: rows for method, rows in results.items() if "sparse_speedup" in rows[0]}
-    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(12 if timed else 7, 4.5), squeeze=False)
-    accuracy_ax = axes[0, 0]
-    # One colour per method in both panels; its fine-tuned curve dashed.
-    bases = sorted({name.removesuffix("-finetuned") for name in results})
-    color = {name: f"C{bases.index(name.removesuffix('-finetuned'))}" for name in results}
-    for name, rows in results.items():
-        accuracy_ax.plot([int(r["k"]) for r in rows], [float(r["accuracy"]) for r in rows], marker="o",
-                         linestyle="--" if name.endswith("finetuned") else "-", color=color[name], label=name)
-    accuracy_ax.set(xlabel="k: % of weights or units removed from each hidden layer", ylabel="test accuracy (%)",
-                    title=f"Pruning the MLP on {dataset}")
-    if timed:
-        speed_ax = axes[0, 1]
-        for method, rows in timed.items():
-            ks = [int(r["k"]) for r in rows]
-            for column, style in (("sparse_speedup", "-"), ("compact_speedup", "--")):
-                if column in rows[0]:
-                    label = f"{method}, {column.split('_')[0]}"
-                    speed_ax.plot(ks, [float(r[column]) for r in rows], style, marker="o", color=color[method],
-                                  label=label)
-        rows = next(iter(timed.values()))
-        speed_ax.plot([int(r["k"]) for r in rows], [float(r["flop_ceiling"]) for r in rows], ":", color="grey",
-                      label="FLOP ceiling (nonzeros)")
-        speed_ax.axhline(1, color="black", linewidth=0.8)
-        speed_ax.set(yscale="log", xlabel="k (%)", ylabel="speedup over dense (x)",
-                     title="Forward pass of the pruned net against dense")
-    for ax in axes.flat:
+    panels = [panel for panel in (results and "accuracy", timed and "speed") if panel]
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5.5), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        if panel == "accuracy":
+            plot_accuracy(ax, results, unpruned)
+        else:
+            plot_speed(ax, timed)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(KEPT_TICKS))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([f"{t}" for t in KEPT_TICKS])
+        ax.set_xlim(110, 0.8)  # pruning runs left to right
+        ax.set_xlabel("hidden-layer weights kept (%, log scale)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7)
+    fig.suptitle(note, fontsize=9)
     fig.tight_layout()
     utils.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)

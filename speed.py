@@ -7,6 +7,7 @@ import ctypes
 import functools
 import logging
 import os
+import platform
 import shlex
 import subprocess
 import tempfile
@@ -163,3 +164,15 @@ def time_forwards(weights, x):
     row["flop_ceiling"] = flop_ceiling(weights, weights)
     row["compact_flop_ceiling"] = flop_ceiling(weights, smaller)
     return row
+
+
+def machine(device):
+    """The hardware a timing ran on, in words."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:  # not Linux
+        cpu = ""
+    return f"{cpu or platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"

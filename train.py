@@ -44,7 +44,7 @@ def main(argv=None):
     shuffle = torch.Generator().manual_seed(args.seed)
 
     from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow, and bad flags fail first
-    print(f"training on {args.dataset} ({len(train_data[1])} images) on {device} for {args.epochs} epochs")
+    print(f"training on {args.dataset} ({len(train_data[1])} images) on {device} for {args.epochs} epoch{'s' * (args.epochs > 1)}")
     start = time.perf_counter()
     # "with" closes the log on Ctrl-C or an error too, so the epochs done so far stay in TensorBoard.
     run_name = time.strftime(f"train-%Y%m%d-%H%M%S-{os.getpid()}")  # two runs in one second stay apart

@@ -2,6 +2,7 @@
 import argparse
 import contextlib
 import gzip
+import hashlib
 import io
 import math
 import os
@@ -259,12 +260,14 @@ def save_checkpoint(path, model, config, accuracy):
 
 
 def load_checkpoint(path, device="cpu"):
-    """(model, checkpoint) from a file train.py saved. Loading never runs code the file may hold."""
+    """(model, checkpoint) from a file train.py saved, with the file's sha256 added to the checkpoint.
+    Loading never runs code the file may hold."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}; run train.py first")
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        data = path.read_bytes()
+        checkpoint = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except Exception as e:  # torch.load fails in many ways on a damaged file; all mean "not loadable"
         # weights_only refuses a pickle that names code to call (a GLOBAL); anything else is damage.
         code = re.search(r"GLOBAL ([\w.]+)", str(e))
@@ -282,4 +285,4 @@ def load_checkpoint(path, device="cpu"):
         raise UserError(f"{path} holds another architecture: {name} is {found.get(name, 'missing')} there, "
                         f"{expected.get(name, 'absent')} in the MLP {'-'.join(map(str, SIZES))}")
     model.load_state_dict(checkpoint["state_dict"])
-    return model, checkpoint
+    return model, {**checkpoint, "sha256": hashlib.sha256(data).hexdigest()}

@@ -1,67 +1,158 @@
-"""Write the tables of README.md from the results eval.py and the benchmarks saved, so that no number
-there is typed by hand.
+"""Write the tables of README.md from what docs/make.sh saved in docs/, so that no number there is
+typed by hand.
 
-README.md marks each generated table with a pair of comments; everything between them is replaced:
+README.md marks each generated part with a pair of comments; everything between them is replaced:
 
     <!-- generated: accuracy -->
     ...
     <!-- end -->
 
-    python docs/fill_readme.py [--results-dir results]
+A name is one of TABLES below, or file:<path>, which takes that file as it is.
+
+    python docs/fill_readme.py
 """
 import argparse
 import csv
+import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+DOCS = Path(__file__).resolve().parent
+sys.path.insert(0, str(DOCS.parent))
+import results  # noqa: E402
 import utils  # noqa: E402
 from prune import METHODS  # noqa: E402
-from results import markdown  # noqa: E402
 
-BLOCK = re.compile(r"(<!-- generated: ([\w-]+) -->\n).*?(<!-- end -->)", re.S)
-
-
-def read_rows(results_dir, name):
-    path = results_dir / f"{name}.csv"
-    if not path.is_file():
-        raise utils.UserError(f"no {path}: run the command in README.md that makes it")
-    with open(path) as f:
-        return {int(row["k"]): row for row in csv.DictReader(f)}
+BLOCK = re.compile(r"(<!-- generated: ([\w:./-]+) -->\n).*?(<!-- end -->)", re.S)
 
 
-def accuracy_table(results_dir):
-    """Test accuracy of every method against k, one column per method."""
-    results = {method: read_rows(results_dir, method) for method in METHODS}
-    ks = sorted(set.intersection(*(set(rows) for rows in results.values())))
-    return markdown(["k %", *METHODS], [[k, *(f"{float(results[m][k]['accuracy']):.2f}" for m in METHODS)]
-                                         for k in ks])
+def read(name):
+    """The rows of docs/results/<name>.csv by k."""
+    path = DOCS / "results" / f"{name}.csv"
+    try:
+        return {int(row["k"]): row for row in results.read_rows(path)}
+    except (OSError, ValueError) as e:
+        raise utils.UserError(f"cannot read {path} ({e}): run docs/make.sh")
 
 
-def global_layers_table(results_dir):
-    """The sparsity global pruning gives each hidden layer, against k."""
-    rows = read_rows(results_dir, "global")
-    return markdown(["k %", "layer 1", "layer 2", "layer 3", "layer 4"],
-                    [[k, *(f"{float(row[f'sparsity_layer{i}']):.1f}" for i in range(1, 5))]
-                     for k, row in rows.items() if k])
+def mean_std(row, column="accuracy"):
+    std = row.get(f"{column}_std")
+    return f"{row[column]:.2f}" + (f" ± {std:.2f}" if std is not None else "")
 
 
-TABLES = {"accuracy": accuracy_table, "global-layers": global_layers_table}
+def accuracy():
+    """Test accuracy of every method against k: mean ± standard deviation over the checkpoints."""
+    curves = {method: read(method) for method in METHODS}
+    ks = sorted(set.intersection(*(set(rows) for rows in curves.values())))
+    return results.markdown(["k %", *METHODS], [[k, *(mean_std(curves[m][k]) for m in METHODS)] for k in ks])
+
+
+def per_checkpoint(name, k):
+    """Each checkpoint's accuracy at k, in the order of the checkpoints."""
+    info = json.loads((DOCS / "results" / f"{name}.json").read_text())
+    return info["accuracy_per_checkpoint"][str(k)]
+
+
+def paired(a, b):
+    """mean ± std over the checkpoints of a - b, each pair from one checkpoint."""
+    mean, std = results.mean_and_std([x - y for x, y in zip(a, b)])
+    return f"{mean:+.2f} ± {std:.2f}"
+
+
+def findings():
+    """The comparisons the README draws, each paired within a seed."""
+    unpruned = per_checkpoint("weight", 0)
+    lines = [f"- unpruned: {mean_std(read('weight')[0])} %;"]
+    for k in (90, 95, 97, 99):
+        weight, glob = per_checkpoint("weight", k), per_checkpoint("global", k)
+        lines.append(f"- at {k} %: per-layer weight pruning {paired(weight, unpruned)} points against unpruned, "
+                     f"global {paired(glob, unpruned)}; global against per-layer {paired(glob, weight)};")
+    lines.append(f"- random pruning at 90 % against weight pruning at 90 %: "
+                 f"{paired(per_checkpoint('random', 90), per_checkpoint('weight', 90))} points.")
+    return "\n".join(lines)
+
+
+def global_layers():
+    """The sparsity global pruning gives each hidden layer, against k (mean over the checkpoints)."""
+    return results.markdown(["k %", "layer 1", "layer 2", "layer 3", "layer 4"],
+                            [[k, *(f"{row[f'sparsity_layer{i}']:.1f}" for i in range(1, 5))]
+                             for k, row in read("global").items() if k])
+
+
+def finetuned():
+    """One-shot → fine-tuned accuracy, for every method."""
+    curves = {method: read(f"{method}-finetuned") for method in METHODS}
+    ks = sorted(set.intersection(*(set(rows) for rows in curves.values())))
+    return results.markdown(["k %", *METHODS], [[k, *(
+        f"{mean_std(curves[m][k], 'one_shot_accuracy')} → {mean_std(curves[m][k])}" for m in METHODS)] for k in ks])
+
+
+def timing_rows(method):
+    with open(DOCS / "speed" / "timing.csv", newline="") as f:
+        return [{c: v if c == "method" else float(v) for c, v in row.items()}
+                for row in csv.DictReader(f) if row["method"] == method]
+
+
+def with_range(row, column):
+    return f"{row[column]:.2f} ({row[column + '_min']:.2f}–{row[column + '_max']:.2f})"
+
+
+def speed(method):
+    """Median speedups over dense (min–max over the timing runs) for one method, against their ceilings."""
+    columns = [("sparse_speedup", "sparse x"), ("flop_ceiling", "ceiling x"), ("csr_speedup", "torch CSR x"),
+               ("coo_speedup", "torch COO x"), ("compact_speedup", "compact x"),
+               ("compact_flop_ceiling", "compact ceiling x"), ("dense_ms", "dense ms")]
+    def cell(row, column):
+        return with_range(row, column) if f"{column}_min" in row else f"{row[column]:.1f}"
+    return results.markdown(["k %", *(heading for _, heading in columns)],
+                            [[int(row["k"]), *(cell(row, c) for c, _ in columns)] for row in timing_rows(method)])
+
+
+def times():
+    """Each command's wall time here: the median of its runs, and their range."""
+    runs = {}
+    with open(DOCS / "times.csv", newline="") as f:
+        for name, seconds in csv.reader(f):
+            runs.setdefault(name, []).append(float(seconds))
+    timing = json.loads((DOCS / "speed" / "timing.json").read_text())  # eval.py with timing, run by benchmarks/timing.py
+    runs["python eval.py --sparsity all (timings included, 1 checkpoint)"] = timing["run_seconds"]
+    return results.markdown(["command", "median", "range", "runs"], [
+        [command(name), duration(statistics.median(s)), f"{duration(min(s))}–{duration(max(s))}", len(s)]
+        for name, s in runs.items()])
+
+
+def command(name):
+    """`the command` (a note), from "the command (a note)"."""
+    shell, _, note = name.partition(" (")
+    return f"`{shell}`" + (f" ({note}" if note else "")
+
+
+def duration(seconds):
+    return f"{seconds:.0f} s" if seconds < 100 else f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
+
+
+TABLES = {"accuracy": accuracy, "findings": findings, "global-layers": global_layers, "finetuned": finetuned, "times": times,
+          **{f"speed-{method}": (lambda method=method: speed(method)) for method in METHODS}}
+
+
+def generate(name):
+    if name.startswith("file:"):
+        return (DOCS.parent / name[len("file:"):]).read_text().strip()
+    return TABLES[name]()
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results-dir", type=Path, default=REPO / "results", help="default: %(default)s")
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md", help="default: %(default)s")
+    parser.add_argument("--readme", type=Path, default=DOCS.parent / "README.md", help="default: %(default)s")
     args = parser.parse_args(argv)
 
     text = args.readme.read_text()
-    unknown = [name for _, name, _ in BLOCK.findall(text) if name not in TABLES]
+    unknown = [name for _, name, _ in BLOCK.findall(text) if name not in TABLES and not name.startswith("file:")]
     if unknown:
         raise utils.UserError(f"{args.readme} asks for a table this script does not make: {unknown[0]}")
-    text = BLOCK.sub(lambda m: m[1] + TABLES[m[2]](args.results_dir) + "\n" + m[3], text)
+    text = BLOCK.sub(lambda m: m[1] + generate(m[2]) + "\n" + m[3], text)
     utils.write_atomic(args.readme, lambda f: f.write(text.encode()))
 
 

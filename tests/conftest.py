@@ -84,12 +84,21 @@ def run_main(main, argv, capsys):
     return subprocess.CompletedProcess(argv, code, out, err)
 
 
-@pytest.fixture
-def checkpoint(tmp_path, data_dir):
-    """A model.pt that train.py made in one short epoch on the tiny data set."""
+def train_tiny(path, data_dir, seed=0):
+    """A checkpoint that train.py makes in one short epoch on the tiny data set."""
     import train
 
-    path = tmp_path / "model.pt"
-    train.main(["--epochs", "1", "--batch-size", "32", "--data-dir", str(data_dir), "--no-download",
-                "--out", str(path), "--logdir", str(tmp_path / "runs")])
+    train.main(["--epochs", "1", "--batch-size", "32", "--seed", str(seed), "--data-dir", str(data_dir),
+                "--no-download", "--out", str(path), "--logdir", str(path.parent / "runs")])
     return path
+
+
+@pytest.fixture
+def checkpoint(tmp_path, data_dir):
+    return train_tiny(tmp_path / "model.pt", data_dir)
+
+
+@pytest.fixture
+def checkpoints(tmp_path, data_dir):
+    """Three checkpoints of the same recipe, seeds 0, 1 and 2."""
+    return [train_tiny(tmp_path / f"seed{seed}.pt", data_dir, seed) for seed in range(3)]

@@ -1,13 +1,18 @@
 """eval.py's sweep end to end: methods by name, fine-tuning, the table, CSV, JSON, TensorBoard runs and plot."""
 import csv
 import json
+import math
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import prune
-from conftest import run_main, run_script
+import utils
+from conftest import REPO, run_main, run_script, train_tiny, write_dataset
 from eval import main
 
 
@@ -94,7 +99,7 @@ def test_eval_takes_the_checkpoints_dataset_and_data_folder(tmp_path, checkpoint
     assert result.returncode == 0, result.stderr
     assert "on mnist" in result.stdout
     with open(elsewhere / "results" / "unit.json") as f:
-        assert json.load(f)["data_dir"] == str(data_dir)
+        assert json.load(f)["config"]["data_dir"] == str(data_dir)
 
 
 def test_running_a_method_again_replaces_its_curve(tmp_path, checkpoint, data_dir, capsys):
@@ -128,3 +133,81 @@ def test_finetuned_results_get_their_own_csv_and_run_beside_the_one_shot_ones(tm
     assert [r["one_shot_accuracy"] for r in tuned] == [r["accuracy"] for r in one_shot]
     assert [r["sparsity"] for r in tuned] == [r["sparsity"] for r in one_shot]
     assert "dense_ms" not in tuned[0]
+
+
+def test_several_checkpoints_give_the_mean_and_standard_deviation_of_their_accuracies(
+        tmp_path, checkpoints, data_dir, capsys):
+    sweep(tmp_path, checkpoints[0], data_dir, capsys, "--checkpoint", *checkpoints, sparsity="weight,random",
+          ks="0,90,99")
+    test_data = utils.load_data("mnist", data_dir, "test", download=False)
+    for method in ("weight", "random"):
+        rows = read_csv(tmp_path / "results" / f"{method}.csv")
+        info = json.loads((tmp_path / "results" / f"{method}.json").read_text())
+        assert [c["seed"] for c in info["checkpoints"]] == [0, 1, 2]
+        for row in rows:
+            k = int(row["k"])
+            by_hand = [utils.evaluate(prune.prune(utils.load_checkpoint(path)[0], method, k), test_data)
+                       for path in checkpoints]
+            assert info["accuracy_per_checkpoint"][str(k)] == by_hand
+            mean = sum(by_hand) / 3
+            std = math.sqrt(sum((a - mean) ** 2 for a in by_hand) / 2)  # the sample standard deviation
+            assert float(row["accuracy"]) == round(mean, 4)
+            assert float(row["accuracy_std"]) == round(std, 4)
+    assert float(read_csv(tmp_path / "results" / "random.csv")[2]["accuracy_std"]) > 0  # the seeds differ
+
+
+def test_one_checkpoint_reports_no_standard_deviation(tmp_path, checkpoint, data_dir, capsys):
+    sweep(tmp_path, checkpoint, data_dir, capsys, sparsity="weight", ks="0,90")
+    assert "accuracy_std" not in read_csv(tmp_path / "results" / "weight.csv")[0]
+
+
+def test_accuracy_is_the_one_top_level_tensorboard_tag(tmp_path, checkpoint, data_dir, capsys):
+    sweep(tmp_path, checkpoint, data_dir, capsys, "--timing-batch", 10, sparsity="unit", ks="0,90")
+    sweep(tmp_path, checkpoint, data_dir, capsys, "--finetune-epochs", 1, sparsity="unit", ks="90")
+    for run in ("unit", "unit-finetuned"):
+        events = EventAccumulator(str(tmp_path / "runs" / run))
+        events.Reload()
+        tags = events.Tags()["scalars"]
+        assert [tag for tag in tags if "/" not in tag] == ["accuracy"], tags
+    assert {"sparsity/sparsity_layer1", "one_shot/one_shot_accuracy"} <= set(tags)
+
+
+def test_the_plot_leaves_out_results_of_other_checkpoints_and_files_eval_did_not_write(
+        tmp_path, checkpoint, data_dir, capsys):
+    other = train_tiny(tmp_path / "other.pt", data_dir, seed=5)
+    sweep(tmp_path, other, data_dir, capsys, "--checkpoint", other, sparsity="unit", ks="0,90")
+    results_dir = tmp_path / "results"
+    strays = {"mine.csv": "k,accuracy\n0,notanumber\n", "empty.json": "", "notes.txt": "my notes",
+              "old.csv": "k,sparsity,accuracy\n0,0,90\n", "old.json": json.dumps({"method": "weight"})}
+    for name, text in strays.items():
+        (results_dir / name).write_text(text)
+    result = sweep(tmp_path, checkpoint, data_dir, capsys, sparsity="weight", ks="0,90")
+    [note] = [line for line in result.stdout.splitlines() if line.startswith("note: the plot leaves out")]
+    for name in ["unit.csv", "unit.json", "mine.csv", "empty.json", "old.csv", "old.json"]:
+        assert name in note
+    assert "weight.csv" not in note and "notes.txt" not in note
+    assert all((results_dir / name).read_text() == text for name, text in strays.items())  # left as they were
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_quick_start_leaves_a_fresh_clone_clean(tmp_path):
+    clone = tmp_path / "clone"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True)
+    if files.returncode != 0:
+        pytest.skip("the repository is not a git checkout")
+    for name in files.stdout.splitlines():
+        if (REPO / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, clone / name)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "clone"]):
+        subprocess.run([*git, *command], cwd=clone, check=True)
+    write_dataset(clone / "data" / "MNIST" / "raw")  # where train.py would download MNIST
+    for script, *args in (["train.py", "--epochs", "1", "--batch-size", "32"],
+                          ["eval.py", "--sparsity", "weight", "--ks", "0,90", "--timing-batch", "10"]):
+        result = subprocess.run([sys.executable, script, *args], cwd=clone, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    assert {"model.pt", "results", "runs", "plot.png"} <= {p.name for p in clone.iterdir()}
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
+    assert status.stdout == ""

@@ -132,6 +132,6 @@ def test_without_a_compiler_the_sparse_path_is_torch_csr(tmp_path, checkpoint, d
                              tmp_path / "runs", "--plot", tmp_path / "plot.png"], capsys)
     assert result.returncode == 0, result.stderr
     assert "note: the sparse path is torch CSR" in result.stdout
-    assert json.loads((tmp_path / "results" / "weight.json").read_text())["sparse_path"] == "torch CSR"
+    assert json.loads((tmp_path / "results" / "weight.json").read_text())["config"]["sparse_path"] == "torch CSR"
     with open(tmp_path / "results" / "weight.csv") as f:
         assert float(next(csv.DictReader(f))["sparse_ms"]) > 0

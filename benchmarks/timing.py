@@ -1,0 +1,108 @@
+"""Time the forward paths as a user's run would, several times over: the median speedup and its range.
+
+A shared or busy machine moves a timing by ±20 % from one run to the next, so one run's figures are
+an anecdote. This runs `eval.py` (which times every path in interleaved rounds, with
+torch.utils.benchmark) in --runs separate processes, one after the other, and reports for every method,
+path and k the median over the processes, with the lowest and highest value. Speedups are ratios
+measured within one process, so a slow spell of the machine hits dense and sparse alike.
+
+Writes <out>/timing.csv (a row per method and k: <column> is the median, <column>_min and <column>_max
+the range), <out>/timing.json (the commands, the machine and each process's wall time) and
+<out>/timing.png; prints one table per method.
+
+    python benchmarks/timing.py --checkpoint model.pt              # about 4 minutes on 2 CPU cores
+"""
+import argparse
+import csv
+import io
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+import results  # noqa: E402
+import utils  # noqa: E402
+
+TIMED = ("_ms", "_speedup")  # the columns that change from run to run; sparsity and ceilings do not
+TABLE = [("sparse_speedup", "sparse x"), ("flop_ceiling", "ceiling x"), ("csr_speedup", "torch CSR x"),
+         ("coo_speedup", "torch COO x"), ("compact_speedup", "compact x"), ("compact_flop_ceiling", "compact ceiling x"),
+         ("dense_ms", "dense ms")]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="model.pt", help="the net to prune and time; default: %(default)s")
+    parser.add_argument("--sparsity", default="all", help="methods, as eval.py takes them; default: %(default)s")
+    parser.add_argument("--ks", default="0,25,50,60,70,80,90,95,97,99", help="default: %(default)s")
+    parser.add_argument("--runs", type=utils.positive_int, default=5, help="separate processes; default: %(default)s")
+    parser.add_argument("--timing-batch", type=utils.positive_int, default=100, help="default: %(default)s")
+    parser.add_argument("--out", default="results/timing", help="folder for the results; default: %(default)s")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    utils.check_writable(out)
+
+    runs, commands, seconds = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.runs):
+            run_dir = Path(tmp) / f"run{i}"
+            command = [sys.executable, str(REPO / "eval.py"), "--sparsity", args.sparsity, "--ks", args.ks,
+                       "--checkpoint", args.checkpoint, "--timing-batch", str(args.timing_batch), "--no-download",
+                       "--results-dir", str(run_dir), "--logdir", str(run_dir / "runs"),
+                       "--plot", str(run_dir / "plot.png")]
+            print(f"run {i + 1}/{args.runs}: {shlex.join(['python', 'eval.py', *command[2:]])}", flush=True)
+            start = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True)
+            seconds.append(time.perf_counter() - start)
+            if done.returncode != 0:
+                raise utils.UserError(f"eval.py failed: {done.stderr.strip().splitlines()[-1]}")
+            commands.append(shlex.join(["python", "eval.py", *command[2:]]))
+            runs.append({path.stem: results.read_rows(path) for path in sorted(run_dir.glob("*.csv"))})
+            hardware = json.loads(next(run_dir.glob("*.json")).read_text())["config"]["machine"]
+
+    rows = []
+    for method in runs[0]:
+        for i, first in enumerate(runs[0][method]):
+            row = {"method": method, **first}
+            for column in first:
+                if column.endswith(TIMED):
+                    values = [run[method][i][column] for run in runs]
+                    row |= {column: statistics.median(values), f"{column}_min": min(values),
+                            f"{column}_max": max(values)}
+            rows.append(row)
+        print(f"\n{method}: median of {args.runs} runs (min-max)")
+        print(table([row for row in rows if row["method"] == method]))
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows([{c: round(v, 4) if isinstance(v, float) else v for c, v in row.items()} for row in rows])
+    utils.write_atomic(out / "timing.csv", lambda f: f.write(text.getvalue().encode()))
+    info = {"command": shlex.join(["python", "benchmarks/timing.py", *(sys.argv[1:] if argv is None else argv)]),
+            **vars(args), "machine": hardware, "runs": commands, "run_seconds": seconds}
+    utils.write_atomic(out / "timing.json", lambda f: f.write(json.dumps(info, indent=2).encode()))
+    timed = {method: [row for row in rows if row["method"] == method] for method in runs[0]}
+    note = (f"median of {args.runs} runs of eval.py, bars from min to max | batch {args.timing_batch}, "
+            f"{hardware} | {args.checkpoint}")
+    results.draw_plot(out / "timing.png", {}, None, note, timed)
+    print(f"\nwrote {out}/timing.csv, timing.json and timing.png; each eval.py run took "
+          f"{statistics.median(seconds):.0f} s (median; {min(seconds):.0f}-{max(seconds):.0f})")
+
+
+def table(rows):
+    columns = [(c, heading) for c, heading in TABLE if c in rows[0]]
+    def cell(row, column):
+        if f"{column}_min" not in row:
+            return results.format_number(row[column])
+        return f"{results.format_number(row[column])} ({row[column + '_min']:.3g}-{row[column + '_max']:.3g})"
+    return results.markdown(["k %", *(heading for _, heading in columns)],
+                            [[int(row["k"]), *(cell(row, c) for c, _ in columns)] for row in rows])
+
+
+if __name__ == "__main__":
+    utils.run(main)
