@@ -1,5 +1,6 @@
 """Prune the trained MLP to each sparsity k and measure its test accuracy, and its speed dense against sparse."""
 import argparse
+import os
 import shlex
 import statistics
 import sys
@@ -11,12 +12,15 @@ from tqdm import tqdm
 
 import results
 import utils
-from prune import METHODS, finetune, prune, sparsity
+from model import MLP
+from prune import METHODS, apply_masks, fresh_init, masks, retrain, sparsity
 from speed import cpu_kernel, machine, sparse_path, time_forwards
 
 DEFAULT_KS = "0,25,50,60,70,80,90,95,97,99"
 CHECKPOINTS = "the checkpoint's"  # default --dataset and --data-dir: those the checkpoint was trained on
 SHORTHANDS = {"both": ["weight", "unit"], "all": list(METHODS)}
+VARIANT_NAMES = {"finetune": "finetuned", "rewind": "rewind", "scratch": "scratch"}  # --retrain: the results' suffix
+RETRAIN = list(VARIANT_NAMES)
 
 
 def parse_methods(text):
@@ -52,13 +56,23 @@ def main(argv=None):
     parser.add_argument("--timing-batch", type=utils.positive_int, default=100,
                         help="images per forward pass when timing dense against sparse (the first checkpoint's net)")
     parser.add_argument("--no-timing", action="store_true", help="measure accuracy only")
-    parser.add_argument("--finetune-epochs", type=utils.non_negative_int, default=0,
-                        help="epochs of training after pruning, pruned weights held at zero; results go to "
-                             "<method>-finetuned (no timing: the nonzeros, so the speed, are the one-shot run's)")
+    parser.add_argument("--retrain", choices=RETRAIN, default=argparse.SUPPRESS,
+                        help="after pruning, train the kept weights (the pruned ones held at zero) as they are "
+                             "(finetune), from their initial values (rewind) or from a fresh init (scratch); results "
+                             "go to <method>-finetuned, -rewind or -scratch, untimed (the nonzeros are the one-shot "
+                             "run's). Without it: one-shot pruning")
+    parser.add_argument("--finetune-epochs", type=utils.non_negative_int, default=argparse.SUPPRESS,
+                        help="epochs of fine-tuning (default: 1); given alone, it means --retrain finetune, "
+                             "and 0 the one-shot sweep")
     parser.add_argument("--finetune-lr", type=utils.positive_float, default=0.01,
-                        help="peak learning rate of fine-tuning, annealed to 0 on a cosine")
+                        help="peak learning rate of fine-tuning, annealed to 0 on a cosine, without L1")
+    parser.add_argument("--retrain-epochs", type=utils.positive_int, default=argparse.SUPPRESS,
+                        help="epochs of rewind and scratch (default: the checkpoint's)")
+    parser.add_argument("--retrain-lr", type=utils.positive_float, default=argparse.SUPPRESS,
+                        help="peak learning rate of rewind and scratch (default: the checkpoint's); its schedule, "
+                             "batch size, L1 and weight decay are always the checkpoint's")
     parser.add_argument("--seed", type=int, default=0,
-                        help="seeds random pruning and the order of the images in fine-tuning")
+                        help="seeds random pruning, the order of the images in retraining, and scratch's init")
     utils.add_data_arguments(parser)
     parser.set_defaults(dataset=CHECKPOINTS, data_dir=CHECKPOINTS)
     parser.add_argument("--results-dir", default="results", help="gets <method>.csv and <method>.json")
@@ -67,6 +81,8 @@ def main(argv=None):
                         help="accuracy (and speed) against the weights kept, for every method in --results-dir "
                              "made from the same checkpoints")
     args = parser.parse_args(argv)
+    finetune_epochs = getattr(args, "finetune_epochs", None)
+    variant = getattr(args, "retrain", None) or ("finetune" if finetune_epochs else None)
 
     device = utils.pick_device(args.device)
     models, checkpoints = zip(*(utils.load_checkpoint(path, device) for path in args.checkpoint))
@@ -75,10 +91,18 @@ def main(argv=None):
     data_dir = trained.get("data_dir", "data") if args.data_dir == CHECKPOINTS else args.data_dir
     if len({c.get("config", {}).get("dataset", "mnist") for c in checkpoints}) > 1:
         raise utils.UserError("the checkpoints were trained on different data sets; compare seeds of one recipe")
+    recipe = retrain_recipe(variant, args, finetune_epochs, trained)
+    starts = starting_points(variant, args.checkpoint, models, checkpoints, args.seed, device)
     test_data = utils.load_data(dataset, data_dir, "test", not args.no_download, device)
-    for folder in (args.results_dir, args.logdir, Path(args.plot).resolve().parent):
-        utils.check_writable(folder)  # after the inputs, so that bad inputs leave no trace
-    timing = not (args.no_timing or args.finetune_epochs)
+    train_data = utils.load_data(dataset, data_dir, "train", not args.no_download, device) if variant else None
+    names = [f"{method}-{VARIANT_NAMES[variant]}" if variant else method for method in args.sparsity]
+    utils.check_outputs(files=[args.plot, *(Path(args.results_dir) / f"{name}.{end}" for name in names
+                                            for end in ("csv", "json"))],
+                        folders=[args.results_dir, args.logdir])  # after the inputs: bad inputs leave no trace
+    timing = not (args.no_timing or variant)
+    timing_images = test_data[0][:args.timing_batch]
+    if timing and len(timing_images) < args.timing_batch:
+        raise utils.UserError(f"--timing-batch {args.timing_batch} is more than the {len(timing_images)} test images")
     sparse = sparse_path(device) if timing else None
     if sparse == "torch CSR" and torch.device(device).type == "cpu":
         print(f"note: the sparse path is torch CSR, as the C kernel did not build: {cpu_kernel()[1]}")
@@ -86,40 +110,34 @@ def main(argv=None):
     info = {"sha256": [c["sha256"] for c in checkpoints],
             "checkpoints": [{"path": path, "seed": c.get("config", {}).get("seed"), "accuracy": c.get("accuracy")}
                             for path, c in zip(args.checkpoint, checkpoints)],
-            "config": {"command": command, **vars(args), "dataset": dataset, "data_dir": data_dir, "device": device,
-                       "checkpoint_config": trained, "torch": str(torch.__version__), "sparse_path": sparse,
-                       "machine": machine(device), "threads": torch.get_num_threads()}}
+            "config": {"command": command, **vars(args), "retrain_recipe": recipe, "dataset": dataset,
+                       "data_dir": data_dir, "device": device, "checkpoint_config": trained,
+                       "torch": str(torch.__version__), "sparse_path": sparse, "machine": machine(device),
+                       "threads": torch.get_num_threads()}}
 
-    timing_images = test_data[0][:args.timing_batch]
-    if timing and len(timing_images) < args.timing_batch:
-        raise utils.UserError(f"--timing-batch {args.timing_batch} is more than the {len(timing_images)} test images")
-    if args.finetune_epochs:
-        train_data = utils.load_data(dataset, data_dir, "train", not args.no_download, device)
-        batch_size = trained.get("batch_size", 128)
-    variant = "finetuned" if args.finetune_epochs else "one-shot"
-    for method in args.sparsity:
-        name = method if variant == "one-shot" else f"{method}-{variant}"
+    for method, name in zip(args.sparsity, names):
         start = time.perf_counter()
         rows, accuracies = [], {}
         for k in tqdm(args.ks, desc=name, unit="k", leave=False, disable=None):
-            pruned = [prune(model, method, k, args.seed) for model in models]
+            kept = [masks(model, method, k, args.seed) for model in models]
+            pruned = [apply_masks(model, mask) for model, mask in zip(models, kept)]
             row = {"k": k}
-            if args.finetune_epochs:
-                row |= spread("one_shot_accuracy", [utils.evaluate(net, test_data) for net in pruned])
+            if variant:
+                row |= results.spread("one_shot_accuracy", [utils.evaluate(net, test_data) for net in pruned])
+                pruned = [apply_masks(net, mask) for net, mask in zip(starts, kept)]
                 for net in pruned:
-                    finetune(net, train_data, args.finetune_epochs, args.finetune_lr, batch_size, args.seed)
+                    retrain(net, train_data, **recipe, seed=args.seed)
             accuracies[k] = [utils.evaluate(net, test_data) for net in pruned]
-            row |= {column: statistics.mean(values) for column, values in
-                    transpose([sparsity(net) for net in pruned]).items()}
-            row |= spread("accuracy", accuracies[k])
+            row |= results.mean_of([sparsity(net) for net in pruned]) | results.spread("accuracy", accuracies[k])
             if timing:
                 with torch.no_grad():
                     row |= time_forwards([layer.weight.detach() for layer in pruned[0].layers], timing_images)
             rows.append(row)
         print(f"\n{name} pruning of {', '.join(args.checkpoint)} on {dataset} ({time.perf_counter() - start:.1f} s)")
         print(results.markdown_table(rows))
-        results.write_results(Path(args.results_dir), name, rows,
-                              {"method": method, "variant": variant, "accuracy_per_checkpoint": accuracies, **info})
+        results.write_results(Path(args.results_dir), name, rows, {
+            "method": method, "variant": VARIANT_NAMES.get(variant, "one-shot"), "accuracy_per_checkpoint": accuracies,
+            **info})
         results.write_tensorboard(Path(args.logdir) / name, rows)
 
     found, others = results.read_results(Path(args.results_dir), info["sha256"])
@@ -127,7 +145,7 @@ def main(argv=None):
         print(f"note: the plot leaves out {len(others)} file(s) in {args.results_dir} that eval.py did not make from "
               f"these checkpoints: {', '.join(others)}")
     timed = {info["method"]: rows for info, rows in found.values() if "sparse_speedup" in rows[0]}
-    note = (f"{dataset}, {len(models)} checkpoint(s): {', '.join(args.checkpoint)}" +
+    note = (f"{dataset}, {len(models)} checkpoint(s): {', '.join(map(os.path.basename, args.checkpoint))}" +
             (f" | timing: batch {args.timing_batch}, {machine(device)}, {torch.get_num_threads()} threads, "
              f"the first checkpoint" if timed else ""))
     unpruned = statistics.mean(c.get("accuracy", float("nan")) for c in checkpoints)
@@ -135,15 +153,37 @@ def main(argv=None):
     print(f"\nwrote {args.results_dir}/, {args.logdir}/ and {args.plot}; see them with: tensorboard --logdir {args.logdir}")
 
 
-def spread(column, values):
-    """The mean of values, and their standard deviation where there are several (one has none)."""
-    mean, std = results.mean_and_std(values)
-    return {column: mean, f"{column}_std": std} if len(values) > 1 else {column: mean}
+def retrain_recipe(variant, args, finetune_epochs, trained):
+    """The keyword arguments of prune.retrain for `variant`: fine-tuning's own, or the checkpoint's recipe."""
+    if variant is None:
+        return None
+    batch_size = trained.get("batch_size", 128)
+    if variant == "finetune":
+        if finetune_epochs == 0:
+            raise utils.UserError("--finetune-epochs 0 with --retrain finetune: there is nothing to fine-tune")
+        return {"epochs": finetune_epochs or 1, "lr": args.finetune_lr, "batch_size": batch_size}
+    if not {"epochs", "lr"} <= trained.keys():
+        raise utils.UserError("the checkpoint's config does not give its recipe: give --retrain-epochs and --retrain-lr")
+    return {"epochs": getattr(args, "retrain_epochs", trained["epochs"]), "lr": getattr(args, "retrain_lr", trained["lr"]),
+            "batch_size": batch_size, "l1": trained.get("l1", 0.0), "weight_decay": trained.get("weight_decay", 0.0)}
 
 
-def transpose(dicts):
-    """A list of dicts with the same keys as one dict of lists."""
-    return {key: [d[key] for d in dicts] for key in dicts[0]}
+def starting_points(variant, paths, models, checkpoints, seed, device):
+    """The weights each checkpoint's pruned net is retrained from: the trained ones (finetune), the ones
+    before training (rewind, Frankle & Carbin 2019), or a fresh init drawn from seed and the checkpoint's
+    hash, so that each checkpoint gets its own and never its original one (scratch)."""
+    if variant == "scratch":
+        return [fresh_init(int(checkpoint["sha256"][:8], 16) + seed, device) for checkpoint in checkpoints]
+    if variant != "rewind":
+        return models
+    initial = []
+    for path, checkpoint in zip(paths, checkpoints):
+        if "initial_state_dict" not in checkpoint:
+            raise utils.UserError(f"{path} holds no initial weights, so it cannot be rewound: train it again with "
+                                  f"train.py, or use --retrain finetune or scratch")
+        initial.append(MLP().to(device))
+        initial[-1].load_state_dict(checkpoint["initial_state_dict"])
+    return initial
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import torch
 from torch.nn.utils import prune as torch_prune
 
 import utils
+from model import MLP
 
 
 def mask_smallest(scores, n):
@@ -67,33 +68,50 @@ METHODS = {
 }
 
 
-def prune(model, method, k, seed=0):
-    """A copy of `model` with its hidden layers pruned to k percent by METHODS[method]; the logits layer
-    is kept whole.
+def masks(model, method, k, seed=0):
+    """The 0/1 masks that METHODS[method] gives the hidden layers of `model` at k percent."""
+    weights = [layer.weight.detach() for layer in model.hidden]
+    with torch.random.fork_rng(devices=[]):  # a method's draws are seeded here, and leave no trace outside
+        torch.manual_seed(seed)
+        return METHODS[method](weights, k / 100)
+
+
+def apply_masks(model, masks):
+    """A copy of `model` with `masks` on its hidden layers; the logits layer is kept whole.
 
     The masks go through torch.nn.utils.prune, so the copy trains with pruned weights held at zero.
     """
     pruned = copy.deepcopy(model)
-    weights = [layer.weight.detach() for layer in pruned.hidden]
-    with torch.random.fork_rng(devices=[]):  # a method's draws are seeded here, and leave no trace outside
-        torch.manual_seed(seed)
-        masks = METHODS[method](weights, k / 100)
     for layer, mask in zip(pruned.hidden, masks):
         torch_prune.custom_from_mask(layer, "weight", mask)
     return pruned
 
 
-def finetune(model, train_data, epochs, lr, batch_size, seed):
-    """Train the surviving weights of a pruned model; its masks hold the pruned ones at exactly zero.
+def prune(model, method, k, seed=0):
+    """A copy of `model` with its hidden layers pruned to k percent by METHODS[method]."""
+    return apply_masks(model, masks(model, method, k, seed))
 
-    Han et al. (2015) retrain the pruned net at a lower learning rate; here SGD from `lr` (a fifth of
-    train.py's) down to 0 on a cosine, without L1: the mask already decides what is kept.
+
+def fresh_init(seed, device="cpu"):
+    """A newly initialised MLP, its weights drawn from `seed`: where retraining from scratch starts."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MLP().to(device)
+
+
+def retrain(model, train_data, epochs, lr, batch_size, seed, l1=0.0, weight_decay=0.0):
+    """Train a pruned model, its masks holding the pruned weights at exactly zero.
+
+    SGD with Nesterov momentum from `lr` down to 0 on a cosine, the images in an order drawn from
+    `seed`, and train.py's L1 penalty and weight decay where asked: fine-tuning (Han et al. 2015) takes
+    a lower rate and no penalty, as the mask already decides what is kept; rewinding and training from
+    scratch take the checkpoint's own recipe.
     """
-    optimizer, scheduler = utils.sgd(model, lr, epochs * math.ceil(len(train_data[1]) / batch_size))
+    optimizer, scheduler = utils.sgd(model, lr, epochs * math.ceil(len(train_data[1]) / batch_size), weight_decay)
     shuffle = torch.Generator().manual_seed(seed)
     for epoch in range(1, epochs + 1):
-        utils.train_epoch(model, train_data, optimizer, batch_size, shuffle, scheduler,
-                          desc=f"fine-tune {epoch}/{epochs}")
+        utils.train_epoch(model, train_data, optimizer, batch_size, shuffle, scheduler, l1,
+                          desc=f"retrain {epoch}/{epochs}")
 
 
 def zero_percent(layers):

@@ -47,8 +47,13 @@ def torch_sparse_forward(weights, x):
 
 
 # csr_kernel.c, built with the machine's C compiler at first use. Why C and not numba: README, "Speed".
-PANEL = 128  # columns per panel: 64 samples of 128 rows of activations fill the 32 KB L1 cache (100-160 measured best)
 KERNEL_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+
+
+class Layer(ctypes.Structure):
+    """One layer, as csr_kernel.c's layer_t."""
+    _fields_ = [*((name, ctypes.c_void_p) for name in ("crow", "col", "val", "split")),
+                *((name, ctypes.c_int64) for name in ("rows", "columns", "panels"))]
 
 
 @functools.cache
@@ -63,9 +68,9 @@ def compile_kernel(compiler):
         except (OSError, subprocess.SubprocessError) as e:
             detail = getattr(e, "stderr", None) or str(e)
             return None, f"{shlex.join(command)} failed: {detail.strip().splitlines()[-1] if detail.strip() else e}"
-    pointer = ctypes.c_void_p  # the arrays' types are checked where they are made (csr_panels), not per call
-    kernel.csr_matmul.argtypes = [*[pointer] * 5, *[ctypes.c_long] * 3, ctypes.c_int, ctypes.c_int]
-    kernel.csr_matmul.restype = None
+    pointer = ctypes.c_void_p  # the arrays' types are checked where they are made (sparse_plan), not per call
+    kernel.csr_forward.argtypes = [pointer, ctypes.c_int, pointer, ctypes.c_long, *[pointer] * 3, ctypes.c_int]
+    kernel.csr_forward.restype = None
     return kernel, ""
 
 
@@ -77,31 +82,56 @@ def sparse_path(device):
     return "csr_kernel.c" if torch.device(device).type == "cpu" and cpu_kernel()[0] else "torch CSR"
 
 
-def csr_panels(weight):
-    """The arrays csr_kernel.c takes: W's nonzeros by column panel, then row, then column, and where each
-    (panel, row) starts."""
-    rows, columns = weight.shape
-    row, column = weight.nonzero(as_tuple=True)  # row-major order: by row, then column
-    panel_row = column // PANEL * rows + row
-    order = torch.argsort(panel_row, stable=True)
-    panels = -(-columns // PANEL)
-    crow = torch.zeros(panels * rows + 1, dtype=torch.int64)
-    crow[1:] = torch.bincount(panel_row, minlength=panels * rows).cumsum(0)
-    arrays = (crow, column[order].int(), weight[row[order], column[order]].float().contiguous())
-    return arrays, [a.data_ptr() for a in arrays], rows, panels  # the tensors keep their memory alive
+def l1_bytes():
+    """The L1 data cache of one core, where Linux says (in sysfs), else 32 KB."""
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "1" and (index / "type").read_text().strip() != "Instruction":
+                size = (index / "size").read_text().strip()
+                return int(size[:-1]) * {"K": 1024, "M": 1024 ** 2}[size[-1]] if size[-1] in "KM" else int(size)
+        except (OSError, ValueError):
+            break
+    return 32 * 1024
 
 
-def csr_kernel_forward(layers, x):
-    """Each layer through csr_kernel.c, activations kept [features, batch], the batch padded to whole vectors."""
-    kernel, threads = cpu_kernel()[0], torch.get_num_threads()
-    batch, width = x.shape[0], -(-x.shape[0] // 8) * 8
-    h = torch.zeros(x.shape[1], width)
-    h[:, :batch] = x.T
-    for i, (_, pointers, rows, panels) in enumerate(layers):
-        out = torch.empty(rows, width)
-        kernel.csr_matmul(*pointers, h.data_ptr(), out.data_ptr(), rows, panels, width, i < len(layers) - 1, threads)
-        h = out
-    return h[:, :batch].T
+def sparse_plan(weights, batch=100):
+    """What csr_kernel.c takes for the pruned net `weights`, laid out for `batch`: the dead units removed
+    (compact), then each layer's nonzeros by column panel, row and column, where each (panel, row) starts,
+    and the rows of each of torch's threads, which take equal shares of the nonzeros."""
+    width = -(-batch // cpu_kernel()[0].vector_width()) * cpu_kernel()[0].vector_width()
+    # A panel's rows of activations fill the L1 cache (measured best: a little under it, 96-128 columns at
+    # batch 100 with 48 KB); where a row would have fewer than 2 nonzeros in a panel, panels cost more than
+    # they save, and there is one.
+    panel_columns = max(32, l1_bytes() // (4 * width) // 32 * 32)
+    threads, layers, arrays = torch.get_num_threads(), [], []
+    for weight in compact(weights):
+        rows, columns = weight.shape
+        row, column = weight.nonzero(as_tuple=True)  # row-major order: by row, then column
+        panels = -(-columns // panel_columns)
+        panels = panels if len(row) >= 2 * rows * panels else 1
+        panel_row = column // -(-columns // panels) * rows + row
+        order = torch.argsort(panel_row, stable=True)
+        crow = torch.zeros(panels * rows + 1, dtype=torch.int64)
+        crow[1:] = torch.bincount(panel_row, minlength=panels * rows).cumsum(0)
+        work = (torch.bincount(row, minlength=rows) + 2).cumsum(0)  # a row's nonzeros, and its loads and stores
+        split = torch.tensor([0, *(int(torch.searchsorted(work, int(work[-1]) * t // threads, right=True))
+                                   for t in range(1, threads)), rows], dtype=torch.int64)
+        arrays.append((crow, column[order].int(), weight[row[order], column[order]].float().contiguous(), split))
+        layers.append(Layer(*(a.data_ptr() for a in arrays[-1]), rows, columns, panels))
+    return {"layers": (Layer * len(layers))(*layers), "arrays": arrays, "threads": threads,  # arrays: keeps the memory
+            "features": max(max(w.shape) for w in weights), "outputs": weights[-1].shape[0]}
+
+
+def csr_kernel_forward(plan, x):
+    """The whole forward pass in one call to csr_kernel.c."""
+    kernel = cpu_kernel()[0]
+    x = x.contiguous()
+    width = -(-len(x) // kernel.vector_width()) * kernel.vector_width()
+    logits = torch.empty(len(x), plan["outputs"])
+    a, b = torch.empty(2, plan["features"] * width)
+    kernel.csr_forward(plan["layers"], len(plan["layers"]), x.data_ptr(), len(x), logits.data_ptr(), a.data_ptr(),
+                       b.data_ptr(), plan["threads"])
+    return logits
 
 
 def compact(weights):
@@ -139,9 +169,20 @@ def time_forwards(weights, x):
     # The default sparse path: on the CPU csr_kernel.c, which beats torch's CSR (and COO, several times
     # over); on a GPU, or with no C compiler, torch's CSR (timed twice then, under both names).
     kernel = sparse_path(x.device) == "csr_kernel.c"
-    paths["sparse"] = (csr_kernel_forward, [csr_panels(w) for w in weights]) if kernel else paths["csr"]
+    paths["sparse"] = (csr_kernel_forward, sparse_plan(weights, len(x))) if kernel else paths["csr"]
     smaller = compact(weights)
     paths["compact"] = (dense_forward, transposed(smaller))
+    row = time_paths(paths, x)
+    for name in list(paths)[1:]:
+        row[f"{name}_speedup"] = row["dense_ms"] / row[f"{name}_ms"]
+    row["flop_ceiling"] = flop_ceiling(weights, weights)
+    row["compact_flop_ceiling"] = flop_ceiling(weights, smaller)
+    return row
+
+
+def time_paths(paths, x):
+    """The median and IQR, in ms, of each forward in paths = {name: (forward, layers)} on x, timed in
+    interleaved rounds: a slow spell of a shared machine hits every path alike."""
     timers, calls = {}, {}
     for name, (forward, layers) in paths.items():
         forward(layers, x)  # warm-up, which also compiles the kernel on first use
@@ -151,7 +192,7 @@ def time_forwards(weights, x):
         timers[name] = benchmark.Timer("forward(layers, x)", globals={"forward": forward, "layers": layers, "x": x},
                                        num_threads=torch.get_num_threads())
     runs = {name: [] for name in paths}
-    for _ in range(3):  # interleaved rounds: a slow spell of this shared machine hits every path alike
+    for _ in range(3):
         for name, timer in timers.items():
             blocks = 3 if calls[name] > 1 else 1  # a path slower than 5 ms a call gets one block a round
             runs[name] += [timer.timeit(calls[name]) for _ in range(blocks)]
@@ -159,10 +200,6 @@ def time_forwards(weights, x):
     for name, measurements in runs.items():
         merged = benchmark.Measurement.merge(measurements)[0]
         row[f"{name}_ms"], row[f"{name}_iqr_ms"] = 1e3 * merged.median, 1e3 * merged.iqr
-    for name in list(paths)[1:]:
-        row[f"{name}_speedup"] = row["dense_ms"] / row[f"{name}_ms"]
-    row["flop_ceiling"] = flop_ceiling(weights, weights)
-    row["compact_flop_ceiling"] = flop_ceiling(weights, smaller)
     return row
 
 

@@ -29,8 +29,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     device = utils.pick_device(args.device)
-    for folder in (Path(args.out).resolve().parent, args.logdir):
-        utils.check_writable(folder)  # before the training it would throw away
+    utils.check_outputs(files=[args.out], folders=[args.logdir])  # before the training it would throw away
     torch.manual_seed(args.seed)
     train_data = utils.load_data(args.dataset, args.data_dir, "train", not args.no_download, device)
     test_data = utils.load_data(args.dataset, args.data_dir, "test", not args.no_download, device)
@@ -39,6 +38,7 @@ def main(argv=None):
     config = {**vars(args), "device": device, "command": command, "torch": str(torch.__version__)}
 
     model = MLP().to(device)
+    initial_state = {name: weight.clone() for name, weight in model.state_dict().items()}  # for rewinding
     steps = args.epochs * math.ceil(len(train_data[1]) / args.batch_size)  # the schedule moves every batch
     optimizer, scheduler = utils.sgd(model, args.lr, steps, args.weight_decay)
     shuffle = torch.Generator().manual_seed(args.seed)
@@ -57,7 +57,7 @@ def main(argv=None):
             writer.add_scalar("train/test_accuracy", accuracy, epoch)
             print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  test accuracy {accuracy:.2f}%  "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
-    utils.save_checkpoint(args.out, model, config, accuracy)
+    utils.save_checkpoint(args.out, model, config, accuracy, initial_state)
     print(f"saved {args.out}: test accuracy {accuracy:.2f}% after {time.perf_counter() - start:.0f} s")
 
 

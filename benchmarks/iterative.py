@@ -2,9 +2,9 @@
 
 For each target, one-shot prunes straight to its last k and fine-tunes for as many epochs as there
 are steps; iterative prunes to each k of the steps in turn, fine-tuning one epoch after each. Both use
-prune.py's prune() and finetune(), at eval.py's default fine-tuning learning rate.
+prune.py's prune() and retrain(), at eval.py's default fine-tuning learning rate.
 
-    python benchmarks/iterative.py --dataset fashion-mnist      # about 5 minutes on 2 CPU cores
+    python benchmarks/iterative.py --dataset fashion-mnist      # a few minutes on 2 CPU cores
 """
 import argparse
 import sys
@@ -14,7 +14,7 @@ from torch.nn.utils import prune as torch_prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import utils  # noqa: E402
-from prune import finetune, prune, sparsity  # noqa: E402
+from prune import prune, retrain, sparsity  # noqa: E402
 
 TARGETS = [("weight", (90, 97, 99)), ("unit", (70, 85, 90)), ("unit", (80, 90, 95))]
 
@@ -36,14 +36,14 @@ def main(argv=None):
     print("|---|---:|---:|---|---:|")
     for method, steps in TARGETS:
         one_shot = prune(model, method, steps[-1])
-        finetune(one_shot, train_data, len(steps), args.lr, batch_size, seed=0)
+        retrain(one_shot, train_data, len(steps), args.lr, batch_size, seed=0)
         stepped = model
         for k in steps:
             for layer in stepped.hidden:  # keep the last step's mask: its zeros are the smallest weights now
                 if hasattr(layer, "weight_mask"):
                     torch_prune.remove(layer, "weight")
             stepped = prune(stepped, method, k)
-            finetune(stepped, train_data, 1, args.lr, batch_size, seed=0)
+            retrain(stepped, train_data, 1, args.lr, batch_size, seed=0)
         assert sparsity(stepped)["sparsity"] == sparsity(one_shot)["sparsity"]
         print(f"| {method} | {steps[-1]} | {utils.evaluate(one_shot, test_data):.2f} | "
               f"{' → '.join(map(str, steps))} | {utils.evaluate(stepped, test_data):.2f} |", flush=True)

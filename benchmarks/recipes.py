@@ -1,11 +1,13 @@
 """Compare training recipes by how well the trained net survives one-shot pruning.
 
 Each recipe is a set of train.py flags; every one is trained with the same seed, then swept by
-eval.py at a few k with both methods. Prints a Markdown table of test accuracies.
+eval.py at a few k with both methods. Prints a Markdown table of test accuracies on stdout (the
+scripts' own logs go to stderr).
 
-    python benchmarks/recipes.py --dataset fashion-mnist      # about 10 minutes on 2 CPU cores
+    python benchmarks/recipes.py --dataset fashion-mnist      # a few minutes on 2 CPU cores
 """
 import argparse
+import contextlib
 import csv
 import sys
 import tempfile
@@ -33,7 +35,7 @@ def main(argv=None):
 
     header = "| recipe | unpruned | " + " | ".join(f"{m} {k} %" for m, k in COLUMNS) + " |"
     lines = [header, "|---|" + "---:|" * (len(COLUMNS) + 1)]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):  # the scripts' logs: progress
         tmp = Path(tmp)
         for name, flags in RECIPES.items():
             common = ["--dataset", args.dataset, "--data-dir", args.data_dir, "--no-download"]

@@ -10,11 +10,9 @@ Writes <out>/timing.csv (a row per method and k: <column> is the median, <column
 the range), <out>/timing.json (the commands, the machine and each process's wall time) and
 <out>/timing.png; prints one table per method.
 
-    python benchmarks/timing.py --checkpoint model.pt              # about 4 minutes on 2 CPU cores
+    python benchmarks/timing.py --checkpoint model.pt              # a few minutes on 2 CPU cores
 """
 import argparse
-import csv
-import io
 import json
 import shlex
 import statistics
@@ -78,11 +76,7 @@ def main(argv=None):
         print(f"\n{method}: median of {args.runs} runs (min-max)")
         print(table([row for row in rows if row["method"] == method]))
 
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows([{c: round(v, 4) if isinstance(v, float) else v for c, v in row.items()} for row in rows])
-    utils.write_atomic(out / "timing.csv", lambda f: f.write(text.getvalue().encode()))
+    results.write_csv(out / "timing.csv", rows)
     info = {"command": shlex.join(["python", "benchmarks/timing.py", *(sys.argv[1:] if argv is None else argv)]),
             **vars(args), "machine": hardware, "runs": commands, "run_seconds": seconds}
     utils.write_atomic(out / "timing.json", lambda f: f.write(json.dumps(info, indent=2).encode()))

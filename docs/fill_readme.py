@@ -89,6 +89,17 @@ def finetuned():
         f"{mean_std(curves[m][k], 'one_shot_accuracy')} → {mean_std(curves[m][k])}" for m in METHODS)] for k in ks])
 
 
+def retrained():
+    """Per method and k: one-shot, fine-tuned, rewound and from-scratch accuracy."""
+    lines = []
+    for method in ("weight", "unit"):
+        curves = {variant: read(f"{method}-{variant}") for variant in ("finetuned", "rewind", "scratch")}
+        for k in sorted(curves["rewind"]):
+            one_shot = mean_std(curves["rewind"][k], "one_shot_accuracy")
+            lines.append([method, k, one_shot, *(mean_std(curves[v][k]) if k in curves[v] else "–" for v in curves)])
+    return results.markdown(["method", "k %", "one-shot", "fine-tuned", "rewind", "scratch"], lines)
+
+
 def timing_rows(method):
     with open(DOCS / "speed" / "timing.csv", newline="") as f:
         return [{c: v if c == "method" else float(v) for c, v in row.items()}
@@ -133,7 +144,8 @@ def duration(seconds):
     return f"{seconds:.0f} s" if seconds < 100 else f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
 
 
-TABLES = {"accuracy": accuracy, "findings": findings, "global-layers": global_layers, "finetuned": finetuned, "times": times,
+TABLES = {"accuracy": accuracy, "findings": findings, "global-layers": global_layers, "finetuned": finetuned,
+          "retrained": retrained, "times": times,
           **{f"speed-{method}": (lambda method=method: speed(method)) for method in METHODS}}
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate every figure and table of README.md on this machine, from nothing: three seeds trained on
-# Fashion-MNIST, pruned by every method, fine-tuned, timed in separate processes, and README.md's tables
-# rewritten from what they wrote into docs/. About 70 minutes on 2 CPU cores.
+# Fashion-MNIST, pruned by every method, retrained, compared with small dense nets, timed in separate
+# processes, and README.md's tables rewritten from what they wrote into docs/. About 100 minutes on
+# 2 CPU cores.
 #
 #     bash docs/make.sh
 #
@@ -33,8 +34,15 @@ SWEEP=(--checkpoint "${SEEDS[@]}" --results-dir docs/results --logdir runs/docs 
 for run in 1 2 3; do
     timed "python eval.py --sparsity all --no-timing (3 checkpoints)" python eval.py --sparsity all --no-timing "${SWEEP[@]}"
 done
-timed "python eval.py --sparsity all --finetune-epochs 1 --ks 80,90,95,97,99 (3 checkpoints)" \
-    python eval.py --sparsity all --finetune-epochs 1 --ks 80,90,95,97,99 "${SWEEP[@]}"
+timed "python eval.py --sparsity all --retrain finetune --ks 50,80,90,95,97,99 (3 checkpoints)" \
+    python eval.py --sparsity all --retrain finetune --ks 50,80,90,95,97,99 "${SWEEP[@]}"
+for retrain in rewind scratch; do  # each costs a training run per k and checkpoint
+    timed "python eval.py --sparsity weight --retrain $retrain --ks 90,97,99 (3 checkpoints)" \
+        python eval.py --sparsity weight --retrain $retrain --ks 90,97,99 "${SWEEP[@]}"
+    timed "python eval.py --sparsity unit --retrain $retrain --ks 50,80,90 (3 checkpoints)" \
+        python eval.py --sparsity unit --retrain $retrain --ks 50,80,90 "${SWEEP[@]}"
+done
+python benchmarks/small_dense.py --checkpoint "${SEEDS[@]}" --out docs/small_dense.md
 python benchmarks/timing.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/speed
 
 python benchmarks/iterative.py --dataset fashion-mnist --checkpoint checkpoints/seed0.pt > docs/iterative.md

@@ -4,7 +4,7 @@ import torch
 
 import utils
 from model import MLP
-from prune import METHODS, finetune, mask_smallest, prune, sparsity
+from prune import METHODS, mask_smallest, prune, retrain, sparsity
 
 SHAPES = [(784, 1000, 1000, 500, 200, 10), (7, 13, 5, 3), (30, 1, 9, 4)]
 KS = [0, 1, 25, 50, 63, 90, 99]
@@ -164,7 +164,7 @@ def test_finetuning_keeps_every_pruned_weight_at_zero_and_trains_the_rest(method
     pruned = prune(model, method, k)
     before = [layer.weight.detach().clone() for layer in pruned.layers]
     sparsity_before = sparsity(pruned)
-    finetune(pruned, train_data, epochs=2, lr=0.05, batch_size=32, seed=0)
+    retrain(pruned, train_data, epochs=2, lr=0.05, batch_size=32, seed=0)
     for layer, old in zip(pruned.hidden, before):
         gone = layer.weight_mask == 0
         assert gone.sum() > 0
@@ -179,5 +179,5 @@ def test_finetuning_improves_a_heavily_pruned_net(checkpoint, data):
     model, _ = utils.load_checkpoint(checkpoint)
     pruned = prune(model, "unit", 90)
     one_shot = utils.evaluate(pruned, test_data)
-    finetune(pruned, train_data, epochs=3, lr=0.05, batch_size=32, seed=0)
+    retrain(pruned, train_data, epochs=3, lr=0.05, batch_size=32, seed=0)
     assert utils.evaluate(pruned, test_data) > one_shot
