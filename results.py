@@ -47,9 +47,9 @@ def markdown_table(rows):
     return markdown([heading for _, heading in columns], [[format_number(row[c]) for c, _ in columns] for row in rows])
 
 
-def markdown(header, rows):
-    """A Markdown table, every column aligned right."""
-    lines = [header, ["---:"] * len(header), *rows]
+def markdown(header, rows, text_columns=()):
+    """A Markdown table, its columns aligned right but those named in text_columns (by index)."""
+    lines = [header, ["---" if i in text_columns else "---:" for i in range(len(header))], *rows]
     return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)
 
 

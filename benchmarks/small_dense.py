@@ -41,6 +41,7 @@ from prune import apply_masks, prune, retrain, unit_mask  # noqa: E402
 from speed import compact, cpu_kernel, csr_kernel_forward, dense_forward, sparse_plan, time_paths, transposed  # noqa: E402
 
 TEMPERATURE, ALPHA = 4.0, 0.9
+HEADER = ["S %", "net", "sizes", "nonzero weights", "epochs", "accuracy %", "forward vs full dense"]
 
 
 def count_weights(sizes):
@@ -147,10 +148,8 @@ def main(argv=None):
             speedup = times["full dense_ms"] / times[f"{name}_ms"] if f"{name}_ms" in times else math.nan
             lines.append([k, name, "-".join(map(str, sizes)) if "small" in name or "unit" in name else "-",
                           f"{nonzeros:,}", trained, f"{accuracy:.2f} ± {std:.2f}", f"{speedup:.1f}x"])
-        print(results.markdown(["S %", "net", "sizes", "nonzero weights", "epochs", "accuracy %",
-                                "forward vs full dense"], lines[-4:]), flush=True)
-    table = results.markdown(["S %", "net", "sizes", "nonzero weights", "epochs", "accuracy %",
-                              "forward vs full dense"], lines)
+        print(results.markdown(HEADER, lines[-4:], text_columns=(1, 2)), flush=True)
+    table = results.markdown(HEADER, lines, text_columns=(1, 2))
     print(f"\n{len(loaded)} checkpoint(s): {', '.join(args.checkpoint)}\n{table}")
     if args.out:
         utils.write_atomic(args.out, lambda f: f.write((table + "\n").encode()))

@@ -97,7 +97,7 @@ def retrained():
         for k in sorted(curves["rewind"]):
             one_shot = mean_std(curves["rewind"][k], "one_shot_accuracy")
             lines.append([method, k, one_shot, *(mean_std(curves[v][k]) if k in curves[v] else "–" for v in curves)])
-    return results.markdown(["method", "k %", "one-shot", "fine-tuned", "rewind", "scratch"], lines)
+    return results.markdown(["method", "k %", "one-shot", "fine-tuned", "rewind", "scratch"], lines, text_columns=(0,))
 
 
 def timing_rows(method):
@@ -129,7 +129,7 @@ def times():
             runs.setdefault(name, []).append(float(seconds))
     timing = json.loads((DOCS / "speed" / "timing.json").read_text())  # eval.py with timing, run by benchmarks/timing.py
     runs["python eval.py --sparsity all (timings included, 1 checkpoint)"] = timing["run_seconds"]
-    return results.markdown(["command", "median", "range", "runs"], [
+    return results.markdown(["command", "median", "range", "runs"], text_columns=(0,), rows=[
         [command(name), duration(statistics.median(s)), f"{duration(min(s))}–{duration(max(s))}", len(s)]
         for name, s in runs.items()])
 
