@@ -11,6 +11,8 @@ import torch
 from tqdm import tqdm
 
 import results
+import data
+import files
 import utils
 from model import MLP
 from prune import METHODS, apply_masks, fresh_init, masks, retrain, sparsity
@@ -73,7 +75,7 @@ def main(argv=None):
                              "batch size, L1 and weight decay are always the checkpoint's")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds random pruning, the order of the images in retraining, and scratch's init")
-    utils.add_data_arguments(parser)
+    data.add_data_arguments(parser)
     parser.set_defaults(dataset=CHECKPOINTS, data_dir=CHECKPOINTS)
     parser.add_argument("--results-dir", default="results", help="gets <method>.csv and <method>.json")
     parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/<method>")
@@ -85,7 +87,7 @@ def main(argv=None):
     variant = getattr(args, "retrain", None) or ("finetune" if finetune_epochs else None)
 
     device = utils.pick_device(args.device)
-    models, checkpoints = zip(*(utils.load_checkpoint(path, device) for path in args.checkpoint))
+    models, checkpoints = zip(*(files.load_checkpoint(path, device) for path in args.checkpoint))
     trained = checkpoints[0].get("config", {})
     dataset = trained.get("dataset", "mnist") if args.dataset == CHECKPOINTS else args.dataset
     data_dir = trained.get("data_dir", "data") if args.data_dir == CHECKPOINTS else args.data_dir
@@ -93,10 +95,10 @@ def main(argv=None):
         raise utils.UserError("the checkpoints were trained on different data sets; compare seeds of one recipe")
     recipe = retrain_recipe(variant, args, finetune_epochs, trained)
     starts = starting_points(variant, args.checkpoint, models, checkpoints, args.seed, device)
-    test_data = utils.load_data(dataset, data_dir, "test", not args.no_download, device)
-    train_data = utils.load_data(dataset, data_dir, "train", not args.no_download, device) if variant else None
+    test_data = data.load_data(dataset, data_dir, "test", not args.no_download, device)
+    train_data = data.load_data(dataset, data_dir, "train", not args.no_download, device) if variant else None
     names = [f"{method}-{VARIANT_NAMES[variant]}" if variant else method for method in args.sparsity]
-    utils.check_outputs(files=[args.plot, *(Path(args.results_dir) / f"{name}.{end}" for name in names
+    files.check_outputs(files=[args.plot, *(Path(args.results_dir) / f"{name}.{end}" for name in names
                                             for end in ("csv", "json"))],
                         folders=[args.results_dir, args.logdir])  # after the inputs: bad inputs leave no trace
     timing = not (args.no_timing or variant)

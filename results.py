@@ -12,7 +12,7 @@ import os
 import shutil
 import statistics
 
-import utils
+import files
 
 FORMAT = {"written_by": "eval.py", "format": 2}  # what marks a JSON file as one of eval.py's results
 VARIANTS = {"one-shot": "-", "finetuned": "--", "rewind": "-.", "scratch": ":"}  # a curve's line style in the plot
@@ -62,7 +62,7 @@ def format_number(value):
 def write_results(results_dir, name, rows, info):
     """<name>.csv (a row per k) and <name>.json (what made it: `info`, marked as eval.py's)."""
     write_csv(results_dir / f"{name}.csv", rows)
-    utils.write_atomic(results_dir / f"{name}.json",
+    files.write_atomic(results_dir / f"{name}.json",
                        lambda f: f.write(json.dumps({**FORMAT, "name": name, **info}, indent=2).encode()))
 
 
@@ -72,7 +72,7 @@ def write_csv(path, rows):
     writer = csv.DictWriter(text, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows([{c: round(v, 6) if isinstance(v, float) else v for c, v in row.items()} for row in rows])
-    utils.write_atomic(path, lambda f: f.write(text.getvalue().encode()))
+    files.write_atomic(path, lambda f: f.write(text.getvalue().encode()))
 
 
 def read_results(results_dir, checkpoints):
@@ -124,7 +124,7 @@ def write_tensorboard(run_dir, rows):
     new = run_dir.with_name(f".{run_dir.name}.{os.getpid()}.new")
     olds = []
     try:
-        with utils.writing(run_dir):
+        with files.writing(run_dir):
             with SummaryWriter(new) as writer:
                 for row in rows:
                     for column, value in row.items():
@@ -219,5 +219,5 @@ def draw_plot(path, results, unpruned, note, timed=None):
         ax.legend(fontsize=7)
     fig.suptitle(note, fontsize=9)
     fig.tight_layout()
-    utils.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    files.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)

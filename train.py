@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+import data
+import files
 import utils
 from model import MLP
 
@@ -23,16 +25,16 @@ def main(argv=None):
                         help="L1 penalty on the hidden layers' weights: the net learns to do without most of them")
     parser.add_argument("--weight-decay", type=utils.non_negative_float, default=0.0, help="L2 penalty on every weight")
     parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the order of the images")
-    utils.add_data_arguments(parser)
+    data.add_data_arguments(parser)
     parser.add_argument("--out", default="model.pt", help="where to save the checkpoint")
     parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/train-<time>-<pid>")
     args = parser.parse_args(argv)
 
     device = utils.pick_device(args.device)
-    utils.check_outputs(files=[args.out], folders=[args.logdir])  # before the training it would throw away
+    files.check_outputs(files=[args.out], folders=[args.logdir])  # before the training it would throw away
     torch.manual_seed(args.seed)
-    train_data = utils.load_data(args.dataset, args.data_dir, "train", not args.no_download, device)
-    test_data = utils.load_data(args.dataset, args.data_dir, "test", not args.no_download, device)
+    train_data = data.load_data(args.dataset, args.data_dir, "train", not args.no_download, device)
+    test_data = data.load_data(args.dataset, args.data_dir, "test", not args.no_download, device)
     # Plain values only: a checkpoint loads with weights_only=True, which refuses any other type.
     command = shlex.join(["python", "train.py", *(sys.argv[1:] if argv is None else argv)])
     config = {**vars(args), "device": device, "command": command, "torch": str(torch.__version__)}
@@ -57,7 +59,7 @@ def main(argv=None):
             writer.add_scalar("train/test_accuracy", accuracy, epoch)
             print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  test accuracy {accuracy:.2f}%  "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
-    utils.save_checkpoint(args.out, model, config, accuracy, initial_state)
+    files.save_checkpoint(args.out, model, config, accuracy, initial_state)
     print(f"saved {args.out}: test accuracy {accuracy:.2f}% after {time.perf_counter() - start:.0f} s")
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from torch.nn.utils import prune as torch_prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import data  # noqa: E402
+import files  # noqa: E402
 import utils  # noqa: E402
 from prune import prune, retrain, sparsity  # noqa: E402
 
@@ -22,14 +24,14 @@ TARGETS = [("weight", (90, 97, 99)), ("unit", (70, 85, 90)), ("unit", (80, 90, 9
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="model.pt", help="default: %(default)s")
-    parser.add_argument("--dataset", choices=utils.DATASETS, default="mnist", help="default: %(default)s")
+    parser.add_argument("--dataset", choices=data.DATASETS, default="mnist", help="default: %(default)s")
     parser.add_argument("--data-dir", default="data", help="default: %(default)s")
     parser.add_argument("--lr", type=utils.positive_float, default=0.01, help="default: %(default)s")
     args = parser.parse_args(argv)
 
-    model, checkpoint = utils.load_checkpoint(args.checkpoint)
-    train_data = utils.load_data(args.dataset, args.data_dir, "train", download=False)
-    test_data = utils.load_data(args.dataset, args.data_dir, "test", download=False)
+    model, checkpoint = files.load_checkpoint(args.checkpoint)
+    train_data = data.load_data(args.dataset, args.data_dir, "train", download=False)
+    test_data = data.load_data(args.dataset, args.data_dir, "test", download=False)
     batch_size = checkpoint["config"].get("batch_size", 128)
 
     print("| method | k | one-shot + fine-tuning | steps, one epoch each | iterative |")

@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import eval as eval_script  # noqa: E402
 import train  # noqa: E402
+import data  # noqa: E402
 import utils  # noqa: E402
 
 RECIPES = {  # name: train.py flags on top of its defaults
@@ -29,7 +30,7 @@ COLUMNS = [("weight", 90), ("weight", 95), ("weight", 97), ("weight", 99), ("uni
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=utils.DATASETS, default="mnist", help="default: %(default)s")
+    parser.add_argument("--dataset", choices=data.DATASETS, default="mnist", help="default: %(default)s")
     parser.add_argument("--data-dir", default="data", help="default: %(default)s")
     args = parser.parse_args(argv)
 

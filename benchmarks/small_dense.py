@@ -35,6 +35,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import results  # noqa: E402
+import data  # noqa: E402
+import files  # noqa: E402
 import utils  # noqa: E402
 from model import MLP, SIZES  # noqa: E402
 from prune import apply_masks, prune, retrain, unit_mask  # noqa: E402
@@ -75,13 +77,12 @@ def train_small(sizes, train_data, recipe, seed, teacher_logits=None):
     steps = recipe["epochs"] * math.ceil(len(train_data[1]) / recipe["batch_size"])
     optimizer, scheduler = utils.sgd(model, recipe["lr"], steps, recipe.get("weight_decay", 0.0))
     shuffle = torch.Generator().manual_seed(seed)
-    loss_fn = None
-    if teacher_logits is not None:
-        def loss_fn(logits, batch):
-            return distillation_loss(logits, teacher_logits[batch], train_data[1][batch])
+    def distilled(logits, batch):
+        return distillation_loss(logits, teacher_logits[batch], train_data[1][batch])
     for epoch in range(1, recipe["epochs"] + 1):
         utils.train_epoch(model, train_data, optimizer, recipe["batch_size"], shuffle, scheduler,
-                          recipe.get("l1", 0.0), desc=f"small dense {epoch}/{recipe['epochs']}", loss_fn=loss_fn)
+                          recipe.get("l1", 0.0), desc=f"small dense {epoch}/{recipe['epochs']}",
+                          loss_fn=None if teacher_logits is None else distilled)
     return model
 
 
@@ -98,12 +99,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")][:1 if args.quick else None]
     if args.out:
-        utils.check_writable(Path(args.out).resolve().parent)
+        files.check_writable(Path(args.out).resolve().parent)
 
-    loaded = [utils.load_checkpoint(path) for path in args.checkpoint]
+    loaded = [files.load_checkpoint(path) for path in args.checkpoint]
     config = loaded[0][1]["config"]
-    train_data = utils.load_data(config["dataset"], config["data_dir"], "train", download=False)
-    test_data = utils.load_data(config["dataset"], config["data_dir"], "test", download=False)
+    train_data = data.load_data(config["dataset"], config["data_dir"], "train", download=False)
+    test_data = data.load_data(config["dataset"], config["data_dir"], "test", download=False)
     recipe = {key: config[key] for key in ("epochs", "lr", "batch_size", "l1", "weight_decay")}
     finetune = {"epochs": args.finetune_epochs, "lr": args.finetune_lr, "batch_size": config["batch_size"]}
     if args.quick:
@@ -152,7 +153,7 @@ def main(argv=None):
     table = results.markdown(HEADER, lines, text_columns=(1, 2))
     print(f"\n{len(loaded)} checkpoint(s): {', '.join(args.checkpoint)}\n{table}")
     if args.out:
-        utils.write_atomic(args.out, lambda f: f.write((table + "\n").encode()))
+        files.write_atomic(args.out, lambda f: f.write((table + "\n").encode()))
 
 
 if __name__ == "__main__":

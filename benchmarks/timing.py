@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import results  # noqa: E402
+import files  # noqa: E402
 import utils  # noqa: E402
 
 TIMED = ("_ms", "_speedup")  # the columns that change from run to run; sparsity and ceilings do not
@@ -43,7 +44,7 @@ def main(argv=None):
     parser.add_argument("--out", default="results/timing", help="folder for the results; default: %(default)s")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    utils.check_writable(out)
+    files.check_writable(out)
 
     runs, commands, seconds = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +80,7 @@ def main(argv=None):
     results.write_csv(out / "timing.csv", rows)
     info = {"command": shlex.join(["python", "benchmarks/timing.py", *(sys.argv[1:] if argv is None else argv)]),
             **vars(args), "machine": hardware, "runs": commands, "run_seconds": seconds}
-    utils.write_atomic(out / "timing.json", lambda f: f.write(json.dumps(info, indent=2).encode()))
+    files.write_atomic(out / "timing.json", lambda f: f.write(json.dumps(info, indent=2).encode()))
     timed = {method: [row for row in rows if row["method"] == method] for method in runs[0]}
     note = (f"median of {args.runs} runs of eval.py, bars from min to max | batch {args.timing_batch}, "
             f"{hardware} | {args.checkpoint}")

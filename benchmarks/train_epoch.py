@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import data  # noqa: E402
 import utils  # noqa: E402
 from model import MLP  # noqa: E402
 
@@ -33,7 +34,7 @@ def textbook_epoch(model, loader, optimizer, l1):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=utils.DATASETS, default="mnist", help="default: %(default)s")
+    parser.add_argument("--dataset", choices=data.DATASETS, default="mnist", help="default: %(default)s")
     parser.add_argument("--data-dir", default="data", help="default: %(default)s")
     parser.add_argument("--batch-size", type=utils.positive_int, default=128, help="default: %(default)s")
     parser.add_argument("--l1", type=float, default=3e-5, help="default: %(default)s")
@@ -42,8 +43,8 @@ def main(argv=None):
 
     from torchvision import datasets, transforms
 
-    class_name, mean, std = utils.DATASETS[args.dataset]
-    train_data = utils.load_data(args.dataset, args.data_dir, "train", download=False)
+    class_name, mean, std = data.DATASETS[args.dataset]
+    train_data = data.load_data(args.dataset, args.data_dir, "train", download=False)
     try:
         to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
         textbook_set = getattr(datasets, class_name)(args.data_dir, train=True, download=False, transform=to_tensor)

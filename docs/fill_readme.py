@@ -22,6 +22,7 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))
 import results  # noqa: E402
+import files  # noqa: E402
 import utils  # noqa: E402
 from prune import METHODS  # noqa: E402
 
@@ -165,7 +166,7 @@ def main(argv=None):
     if unknown:
         raise utils.UserError(f"{args.readme} asks for a table this script does not make: {unknown[0]}")
     text = BLOCK.sub(lambda m: m[1] + generate(m[2]) + "\n" + m[3], text)
-    utils.write_atomic(args.readme, lambda f: f.write(text.encode()))
+    files.write_atomic(args.readme, lambda f: f.write(text.encode()))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import data  # noqa: E402  (needs the path above)
 import utils  # noqa: E402  (needs the path above)
 
 
@@ -39,7 +40,7 @@ def write_dataset(folder, gz=False, n_train=300, n_test=100):
     written = {}
     for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
         images, labels = make_split(n, seed)
-        image_file, label_file = utils.SPLITS[split]
+        image_file, label_file = data.SPLITS[split]
         write_idx(folder / f"{image_file}{suffix}", images)
         write_idx(folder / f"{label_file}{suffix}", labels)
         written[split] = images, labels

@@ -11,6 +11,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import prune
+import data
+import files
 import utils
 from conftest import REPO, run_main, run_script, train_tiny, write_dataset
 from eval import main
@@ -139,8 +141,8 @@ def test_several_checkpoints_give_the_mean_and_standard_deviation_of_their_accur
         tmp_path, checkpoints, data_dir, capsys):
     sweep(tmp_path, checkpoints[0], data_dir, capsys, "--checkpoint", *checkpoints, sparsity="weight,random",
           ks="0,90,99")
-    test_data = utils.load_data("mnist", data_dir, "test", download=False)
-    models = [utils.load_checkpoint(path)[0] for path in checkpoints]
+    test_data = data.load_data("mnist", data_dir, "test", download=False)
+    models = [files.load_checkpoint(path)[0] for path in checkpoints]
     for method in ("weight", "random"):
         rows = read_csv(tmp_path / "results" / f"{method}.csv")
         info = json.loads((tmp_path / "results" / f"{method}.json").read_text())

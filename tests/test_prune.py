@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+import data
+import files
 import utils
 from model import MLP
 from prune import METHODS, mask_smallest, prune, retrain, sparsity
@@ -152,15 +154,15 @@ def test_sparsity_reports_the_hidden_layers_the_whole_net_and_each_hidden_layer(
 # Fine-tuning: the mask holds, the survivors learn.
 
 @pytest.fixture
-def data(data_dir):
-    return (utils.load_data("mnist", data_dir, "train", download=False),
-            utils.load_data("mnist", data_dir, "test", download=False))
+def splits(data_dir):
+    return (data.load_data("mnist", data_dir, "train", download=False),
+            data.load_data("mnist", data_dir, "test", download=False))
 
 
 @pytest.mark.parametrize("method, k", [("weight", 50), ("weight", 95), ("unit", 80), ("global", 90), ("random", 90)])
-def test_finetuning_keeps_every_pruned_weight_at_zero_and_trains_the_rest(method, k, checkpoint, data):
-    train_data, _ = data
-    model, _ = utils.load_checkpoint(checkpoint)
+def test_finetuning_keeps_every_pruned_weight_at_zero_and_trains_the_rest(method, k, checkpoint, splits):
+    train_data, _ = splits
+    model, _ = files.load_checkpoint(checkpoint)
     pruned = prune(model, method, k)
     before = [layer.weight.detach().clone() for layer in pruned.layers]
     sparsity_before = sparsity(pruned)
@@ -174,9 +176,9 @@ def test_finetuning_keeps_every_pruned_weight_at_zero_and_trains_the_rest(method
     assert sparsity(pruned) == sparsity_before
 
 
-def test_finetuning_improves_a_heavily_pruned_net(checkpoint, data):
-    train_data, test_data = data
-    model, _ = utils.load_checkpoint(checkpoint)
+def test_finetuning_improves_a_heavily_pruned_net(checkpoint, splits):
+    train_data, test_data = splits
+    model, _ = files.load_checkpoint(checkpoint)
     pruned = prune(model, "unit", 90)
     one_shot = utils.evaluate(pruned, test_data)
     retrain(pruned, train_data, epochs=3, lr=0.05, batch_size=32, seed=0)

@@ -7,6 +7,8 @@ import shutil
 import pytest
 import torch
 
+import data
+import files
 import utils
 from conftest import run_main
 from eval import main
@@ -94,8 +96,8 @@ def test_compact_keeps_one_unit_when_a_layer_loses_them_all():
 
 
 def test_compact_model_has_the_pruned_models_accuracy(tmp_path, data_dir, checkpoint):
-    model, _ = utils.load_checkpoint(checkpoint)
-    test_data = utils.load_data("mnist", data_dir, "test", download=False)
+    model, _ = files.load_checkpoint(checkpoint)
+    test_data = data.load_data("mnist", data_dir, "test", download=False)
     for k in (50, 80, 90):
         pruned = prune(model, "unit", k)
         smaller = compact([layer.weight.detach() for layer in pruned.layers])

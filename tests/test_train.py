@@ -3,6 +3,8 @@ import pytest
 import torch
 
 import train
+import data
+import files
 import utils
 from conftest import assert_fails_cleanly, run_main, run_script, write_dataset
 from model import MLP
@@ -22,11 +24,11 @@ def test_model_has_the_layer_shapes_and_no_biases():
 @pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
 @pytest.mark.parametrize("layout", ["torchvision", "flat"])
 def test_load_data_reads_the_idx_files(tmp_path, dataset, gz, layout):
-    class_name, mean, std = utils.DATASETS[dataset]
+    class_name, mean, std = data.DATASETS[dataset]
     folder = tmp_path / class_name / "raw" if layout == "torchvision" else tmp_path
     written = write_dataset(folder, gz=gz)
     for split in ("train", "test"):
-        images, labels = utils.load_data(dataset, tmp_path, split, download=False)
+        images, labels = data.load_data(dataset, tmp_path, split, download=False)
         raw_images, raw_labels = written[split]
         assert images.shape == (len(raw_labels), 784) and images.dtype == torch.float32
         assert torch.allclose(images, (raw_images.reshape(-1, 784).float() / 255 - mean) / std)
@@ -53,8 +55,8 @@ def test_train_saves_a_checkpoint_that_reloads_to_its_accuracy(tmp_path, data_di
     assert "epoch   2/2" in result.stdout and "saved model.pt" in result.stdout
     checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
     assert checkpoint["config"]["epochs"] == 2 and checkpoint["config"]["dataset"] == "mnist"
-    model, _ = utils.load_checkpoint(tmp_path / "model.pt")
-    test_data = utils.load_data("mnist", data_dir, "test", download=False)
+    model, _ = files.load_checkpoint(tmp_path / "model.pt")
+    test_data = data.load_data("mnist", data_dir, "test", download=False)
     assert utils.evaluate(model, test_data) == checkpoint["accuracy"]
     assert checkpoint["accuracy"] > 50  # the patches are easy: two epochs learn them
     assert list((tmp_path / "runs").glob("train-*/events.out.tfevents.*"))
