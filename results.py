@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import statistics
+import textwrap
 
 import files
 
@@ -217,7 +218,7 @@ def draw_plot(path, results, unpruned, note, timed=None):
         ax.set_xlabel("hidden-layer weights kept (%, log scale)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(note, fontsize=9)
+    fig.suptitle(textwrap.fill(note, 110 * len(panels)), fontsize=9)
     fig.tight_layout()
     files.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)

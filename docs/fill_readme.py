@@ -131,7 +131,8 @@ def times():
     timing = json.loads((DOCS / "speed" / "timing.json").read_text())  # eval.py with timing, run by benchmarks/timing.py
     runs["python eval.py --sparsity all (timings included, 1 checkpoint)"] = timing["run_seconds"]
     return results.markdown(["command", "median", "range", "runs"], text_columns=(0,), rows=[
-        [command(name), duration(statistics.median(s)), f"{duration(min(s))}–{duration(max(s))}", len(s)]
+        [command(name), duration(statistics.median(s)), f"{duration(min(s))}–{duration(max(s))}" if len(s) > 1 else "",
+         len(s)]
         for name, s in runs.items()])
 
 

@@ -42,7 +42,8 @@ for retrain in rewind scratch; do  # each costs a training run per k and checkpo
     timed "python eval.py --sparsity unit --retrain $retrain --ks 50,80,90 (3 checkpoints)" \
         python eval.py --sparsity unit --retrain $retrain --ks 50,80,90 "${SWEEP[@]}"
 done
-python benchmarks/small_dense.py --checkpoint "${SEEDS[@]}" --out docs/small_dense.md
+timed "python benchmarks/small_dense.py --checkpoint (3 checkpoints)" \
+    python benchmarks/small_dense.py --checkpoint "${SEEDS[@]}" --out docs/small_dense.md
 python benchmarks/timing.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/speed
 
 python benchmarks/iterative.py --dataset fashion-mnist --checkpoint checkpoints/seed0.pt > docs/iterative.md

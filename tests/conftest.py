@@ -1,5 +1,6 @@
 """Tiny IDX data sets written by the tests, and helpers to run the scripts as a user would."""
 import gzip
+import shutil
 import struct
 import subprocess
 import sys
@@ -47,11 +48,12 @@ def write_dataset(folder, gz=False, n_train=300, n_test=100):
     return written
 
 
-@pytest.fixture
-def data_dir(tmp_path):
-    """A --data-dir holding tiny MNIST files where torchvision puts them (data/MNIST/raw)."""
-    write_dataset(tmp_path / "data" / "MNIST" / "raw")
-    return tmp_path / "data"
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """A --data-dir holding tiny MNIST files where torchvision puts them (data/MNIST/raw); read only."""
+    folder = tmp_path_factory.mktemp("shared") / "data"
+    write_dataset(folder / "MNIST" / "raw")
+    return folder
 
 
 def run_script(script, *args, cwd):
@@ -94,12 +96,20 @@ def train_tiny(path, data_dir, seed=0):
     return path
 
 
-@pytest.fixture
-def checkpoint(tmp_path, data_dir):
-    return train_tiny(tmp_path / "model.pt", data_dir)
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, data_dir):
+    """Checkpoints of seeds 0, 1 and 2, trained once for the whole session."""
+    folder = tmp_path_factory.mktemp("trained")
+    return [train_tiny(folder / f"seed{seed}.pt", data_dir, seed) for seed in range(3)]
 
 
 @pytest.fixture
-def checkpoints(tmp_path, data_dir):
-    """Three checkpoints of the same recipe, seeds 0, 1 and 2."""
-    return [train_tiny(tmp_path / f"seed{seed}.pt", data_dir, seed) for seed in range(3)]
+def checkpoint(tmp_path, trained):
+    """A model.pt of the test's own, as train.py made it in one short epoch."""
+    return Path(shutil.copy(trained[0], tmp_path / "model.pt"))
+
+
+@pytest.fixture
+def checkpoints(trained):
+    """Three checkpoints of the same recipe, seeds 0, 1 and 2 (shared: read them only)."""
+    return trained

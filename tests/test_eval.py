@@ -140,7 +140,7 @@ def test_finetuned_results_get_their_own_csv_and_run_beside_the_one_shot_ones(tm
 def test_several_checkpoints_give_the_mean_and_standard_deviation_of_their_accuracies(
         tmp_path, checkpoints, data_dir, capsys):
     sweep(tmp_path, checkpoints[0], data_dir, capsys, "--checkpoint", *checkpoints, sparsity="weight,random",
-          ks="0,90,99")
+          ks="0,99")
     test_data = data.load_data("mnist", data_dir, "test", download=False)
     models = [files.load_checkpoint(path)[0] for path in checkpoints]
     for method in ("weight", "random"):
@@ -155,7 +155,7 @@ def test_several_checkpoints_give_the_mean_and_standard_deviation_of_their_accur
             std = math.sqrt(sum((a - mean) ** 2 for a in by_hand) / 2)  # the sample standard deviation
             assert float(row["accuracy"]) == pytest.approx(mean, abs=1e-6)
             assert float(row["accuracy_std"]) == pytest.approx(std, abs=1e-6)
-    assert float(read_csv(tmp_path / "results" / "random.csv")[2]["accuracy_std"]) > 0  # the seeds differ
+    assert float(read_csv(tmp_path / "results" / "random.csv")[1]["accuracy_std"]) > 0  # the seeds differ
 
 
 def test_one_checkpoint_reports_no_standard_deviation(tmp_path, checkpoint, data_dir, capsys):
