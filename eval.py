@@ -77,7 +77,8 @@ def main(argv=None):
                         help="seeds random pruning, the order of the images in retraining, and scratch's init")
     data.add_data_arguments(parser)
     parser.set_defaults(dataset=CHECKPOINTS, data_dir=CHECKPOINTS)
-    parser.add_argument("--results-dir", default="results", help="gets <method>.csv and <method>.json")
+    parser.add_argument("--results-dir", default="results",
+                        help="gets <method>.csv and <method>.json (<method>-finetuned, -rewind, -scratch with --retrain)")
     parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/<method>")
     parser.add_argument("--plot", default="plot.png",
                         help="accuracy (and speed) against the weights kept, for every method in --results-dir "

@@ -26,7 +26,7 @@ def main(argv=None):
     parser.add_argument("--weight-decay", type=utils.non_negative_float, default=0.0, help="L2 penalty on every weight")
     parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the order of the images")
     data.add_data_arguments(parser)
-    parser.add_argument("--out", default="model.pt", help="where to save the checkpoint")
+    parser.add_argument("--out", default="model.pt", help="where to save the checkpoint (with the initial weights, for --retrain rewind)")
     parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/train-<time>-<pid>")
     args = parser.parse_args(argv)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate every figure and table of README.md on this machine, from nothing: three seeds trained on
 # Fashion-MNIST, pruned by every method, retrained, compared with small dense nets, timed in separate
-# processes, and README.md's tables rewritten from what they wrote into docs/. About 100 minutes on
+# processes, and README.md's tables rewritten from what they wrote into docs/. About 75 minutes on
 # 2 CPU cores.
 #
 #     bash docs/make.sh
