@@ -48,17 +48,22 @@ def main(argv=None):
     from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow, and bad flags fail first
     print(f"training on {args.dataset} ({len(train_data[1])} images) on {device} for {args.epochs} epoch{'s' * (args.epochs > 1)}")
     start = time.perf_counter()
-    # "with" closes the log on Ctrl-C or an error too, so the epochs done so far stay in TensorBoard.
-    run_name = time.strftime(f"train-%Y%m%d-%H%M%S-{os.getpid()}")  # two runs in one second stay apart
-    with SummaryWriter(Path(args.logdir) / run_name) as writer:
+    log = Path(args.logdir) / time.strftime(f"train-%Y%m%d-%H%M%S-{os.getpid()}")  # two runs a second stay apart
+    with files.writing(log):
+        writer = SummaryWriter(log)
+    try:
         for epoch in range(1, args.epochs + 1):
             loss = utils.train_epoch(model, train_data, optimizer, args.batch_size, shuffle, scheduler, args.l1,
                                      desc=f"epoch {epoch}/{args.epochs}")
             accuracy = utils.evaluate(model, test_data)
-            writer.add_scalar("train/loss", loss, epoch)
-            writer.add_scalar("train/test_accuracy", accuracy, epoch)
+            with files.writing(log):
+                writer.add_scalar("train/loss", loss, epoch)
+                writer.add_scalar("train/test_accuracy", accuracy, epoch)
             print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  test accuracy {accuracy:.2f}%  "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
+    finally:  # on Ctrl-C or an error too, so that the epochs done so far stay in TensorBoard
+        with files.writing(log):
+            writer.close()
     files.save_checkpoint(args.out, model, config, accuracy, initial_state)
     print(f"saved {args.out}: test accuracy {accuracy:.2f}% after {time.perf_counter() - start:.0f} s")
 

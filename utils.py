@@ -3,6 +3,7 @@ import argparse
 import math
 import signal
 import sys
+import threading
 import warnings
 
 import torch
@@ -24,13 +25,22 @@ def raise_terminated(signum, frame):
 
 def run(main):
     """Run a script's main(), turning a UserError, Ctrl-C or SIGTERM into one line on stderr and a
-    non-zero exit. Library warnings are held until main() ends well, so that an error is one line."""
+    non-zero exit.
+
+    Library warnings, and errors in libraries' own threads (TensorBoard writes from one; a failure
+    there comes back to main() as an error), are held until main() ends well, so that an error is one
+    line.
+    """
     on_sigterm = signal.signal(signal.SIGTERM, raise_terminated)
+    thread_errors, excepthook = [], threading.excepthook
+    threading.excepthook = thread_errors.append
     try:
         with warnings.catch_warnings(record=True) as caught:
             main()
         for warning in caught:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+        for error in thread_errors:
+            excepthook(error)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
@@ -40,6 +50,7 @@ def run(main):
         sys.exit(130 if isinstance(e, KeyboardInterrupt) else 128 + signal.SIGTERM)
     finally:
         signal.signal(signal.SIGTERM, on_sigterm)
+        threading.excepthook = excepthook
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -437,6 +437,22 @@ def test_a_tensorboard_write_that_fails_keeps_the_previous_run(tmp_path, checkpo
     assert [p.name for p in run.parent.iterdir() if p.name.startswith(".")] == []
 
 
+FULL_TENSORBOARD = """
+import sys, pathlib
+sys.path.insert(0, sys.argv[1])
+import results, utils
+rows = [{"k": k, "accuracy": 90.0, "sparsity": float(k)} for k in range(100)] * 50
+utils.run(lambda: results.write_tensorboard(pathlib.Path(sys.argv[2]), rows))
+"""
+
+
+def test_a_tensorboard_run_that_hits_a_file_size_limit_fails_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-c", FULL_TENSORBOARD, str(REPO), str(tmp_path / "weight")],
+                            capture_output=True, text=True, preexec_fn=limit_file_size(2000))
+    assert_one_line(result, f"cannot write {tmp_path / 'weight'}", "File too large")  # the writer thread is quiet
+    assert list(tmp_path.iterdir()) == []
+
+
 # two sweeps writing into the same folders at once both finish, with whole files
 
 def test_two_sweeps_into_the_same_folders_at_once_both_finish_with_whole_files(tmp_path, checkpoint, data_dir):
