@@ -149,7 +149,7 @@ def main(argv=None):
               f"these checkpoints: {', '.join(others)}")
     timed = {info["method"]: rows for info, rows in found.values() if "sparse_speedup" in rows[0]}
     note = (f"{dataset}, {len(models)} checkpoint(s): {', '.join(map(os.path.basename, args.checkpoint))}" +
-            (f" | timing: batch {args.timing_batch}, {machine(device)}, {torch.get_num_threads()} threads, "
+            (f" | timing: batch {args.timing_batch}, {info['config']['machine']}, {torch.get_num_threads()} threads, "
              f"the first checkpoint" if timed else ""))
     unpruned = statistics.mean(c.get("accuracy", float("nan")) for c in checkpoints)
     results.draw_plot(args.plot, found, unpruned, note, timed)

@@ -54,6 +54,22 @@ def markdown(header, rows, text_columns=()):
     return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)
 
 
+# A speed table, from rows where a timed column comes with <column>_min and <column>_max.
+SPEED_COLUMNS = [("sparse_speedup", "sparse x"), ("flop_ceiling", "ceiling x"), ("csr_speedup", "torch CSR x"),
+                 ("coo_speedup", "torch COO x"), ("compact_speedup", "compact x"),
+                 ("compact_flop_ceiling", "compact ceiling x"), ("dense_ms", "dense ms")]
+
+
+def speed_table(rows):
+    """Per k, each timed column as its median (min–max), the ceilings as they are."""
+    def cell(row, column):
+        if f"{column}_min" not in row:
+            return f"{row[column]:.1f}"
+        return f"{row[column]:.2f} ({row[column + '_min']:.2f}–{row[column + '_max']:.2f})"
+    return markdown(["k %", *(heading for _, heading in SPEED_COLUMNS)],
+                    [[int(row["k"]), *(cell(row, c) for c, _ in SPEED_COLUMNS)] for row in rows])
+
+
 def format_number(value):
     if isinstance(value, int):
         return str(value)

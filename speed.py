@@ -94,11 +94,17 @@ def l1_bytes():
     return 32 * 1024
 
 
+def padded_width(batch):
+    """The batch rounded up to whole vectors of csr_kernel.c, as it lays out the activations."""
+    vector = cpu_kernel()[0].vector_width()
+    return -(-batch // vector) * vector
+
+
 def sparse_plan(weights, batch=100):
     """What csr_kernel.c takes for the pruned net `weights`, laid out for `batch`: the dead units removed
     (compact), then each layer's nonzeros by column panel, row and column, where each (panel, row) starts,
     and the rows of each of torch's threads, which take equal shares of the nonzeros."""
-    width = -(-batch // cpu_kernel()[0].vector_width()) * cpu_kernel()[0].vector_width()
+    width = padded_width(batch)
     # A panel's rows of activations fill the L1 cache (measured best: a little under it, 96-128 columns at
     # batch 100 with 48 KB); where a row would have fewer than 2 nonzeros in a panel, panels cost more than
     # they save, and there is one.
@@ -126,7 +132,7 @@ def csr_kernel_forward(plan, x):
     """The whole forward pass in one call to csr_kernel.c."""
     kernel = cpu_kernel()[0]
     x = x.contiguous()
-    width = -(-len(x) // kernel.vector_width()) * kernel.vector_width()
+    width = padded_width(len(x))
     logits = torch.empty(len(x), plan["outputs"])
     a, b = torch.empty(2, plan["features"] * width)
     kernel.csr_forward(plan["layers"], len(plan["layers"]), x.data_ptr(), len(x), logits.data_ptr(), a.data_ptr(),

@@ -29,9 +29,6 @@ import files  # noqa: E402
 import utils  # noqa: E402
 
 TIMED = ("_ms", "_speedup")  # the columns that change from run to run; sparsity and ceilings do not
-TABLE = [("sparse_speedup", "sparse x"), ("flop_ceiling", "ceiling x"), ("csr_speedup", "torch CSR x"),
-         ("coo_speedup", "torch COO x"), ("compact_speedup", "compact x"), ("compact_flop_ceiling", "compact ceiling x"),
-         ("dense_ms", "dense ms")]
 
 
 def main(argv=None):
@@ -75,7 +72,7 @@ def main(argv=None):
                             f"{column}_max": max(values)}
             rows.append(row)
         print(f"\n{method}: median of {args.runs} runs (min-max)")
-        print(table([row for row in rows if row["method"] == method]))
+        print(results.speed_table([row for row in rows if row["method"] == method]))
 
     results.write_csv(out / "timing.csv", rows)
     info = {"command": shlex.join(["python", "benchmarks/timing.py", *(sys.argv[1:] if argv is None else argv)]),
@@ -87,16 +84,6 @@ def main(argv=None):
     results.draw_plot(out / "timing.png", {}, None, note, timed)
     print(f"\nwrote {out}/timing.csv, timing.json and timing.png; each eval.py run took "
           f"{statistics.median(seconds):.0f} s (median; {min(seconds):.0f}-{max(seconds):.0f})")
-
-
-def table(rows):
-    columns = [(c, heading) for c, heading in TABLE if c in rows[0]]
-    def cell(row, column):
-        if f"{column}_min" not in row:
-            return results.format_number(row[column])
-        return f"{results.format_number(row[column])} ({row[column + '_min']:.3g}-{row[column + '_max']:.3g})"
-    return results.markdown(["k %", *(heading for _, heading in columns)],
-                            [[int(row["k"]), *(cell(row, c) for c, _ in columns)] for row in rows])
 
 
 if __name__ == "__main__":

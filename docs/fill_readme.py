@@ -107,19 +107,9 @@ def timing_rows(method):
                 for row in csv.DictReader(f) if row["method"] == method]
 
 
-def with_range(row, column):
-    return f"{row[column]:.2f} ({row[column + '_min']:.2f}–{row[column + '_max']:.2f})"
-
-
 def speed(method):
     """Median speedups over dense (min–max over the timing runs) for one method, against their ceilings."""
-    columns = [("sparse_speedup", "sparse x"), ("flop_ceiling", "ceiling x"), ("csr_speedup", "torch CSR x"),
-               ("coo_speedup", "torch COO x"), ("compact_speedup", "compact x"),
-               ("compact_flop_ceiling", "compact ceiling x"), ("dense_ms", "dense ms")]
-    def cell(row, column):
-        return with_range(row, column) if f"{column}_min" in row else f"{row[column]:.1f}"
-    return results.markdown(["k %", *(heading for _, heading in columns)],
-                            [[int(row["k"]), *(cell(row, c) for c, _ in columns)] for row in timing_rows(method)])
+    return results.speed_table(timing_rows(method))
 
 
 def times():
