@@ -1,40 +1,48 @@
 /* The forward pass of a pruned MLP on the CPU, every layer in one call: h = relu(W @ h), the last
  * layer without ReLU. speed.py builds the layers (sparse_plan) and calls csr_forward.
  *
- * W is CSR cut into column panels: the nonzeros of row i in panel q are col[p], val[p] for p in
- * [crow[q * rows + i], crow[q * rows + i + 1]). The activations are kept [features][width], row-major,
- * width the batch padded to whole vectors.
+ * W is cut into column panels, and each panel into segments: the nonzeros of one row in that panel,
+ * col[p] and val[p] for p in [start[g], start[g + 1]), added to row row[g] of out. Panel q holds
+ * segments [panel[q], panel[q + 1]). The activations are kept [features][width], row-major, width a
+ * thread's slice of the batch padded to whole vectors.
  *
- * Why it is shaped so (each step measured by benchmarks/timing.py; README, "Speed"):
+ * Why it is shaped so (each step measured here; README, "Speed"):
  * - A nonzero w at (i, j) adds w * h[j] to out[i]: a scaled row of activations, VEC samples per vector.
  *   The partial sums of a row stay in registers while its nonzeros stream past, so each nonzero costs
- *   its loads of h[j] and its multiply-adds, with no load and store of out[i] in between. With AVX-512
- *   (32 registers of 16 floats) a batch of up to 256 takes one pass over the nonzeros.
+ *   its loads of h[j] and its multiply-adds, with no load and store of out[i] in between.
+ * - Each thread runs the whole net on its own slice of the batch, with no barrier: nothing one core
+ *   writes is read by the other. Splitting rows instead, each core read the half of every layer's
+ *   input that the other had written, which cost a third of the time at 99 % sparsity.
  * - Rows of h are read in the order of the nonzeros, not in sequence. A panel's rows of h are sized by
- *   speed.py to the L1 cache, so that they are read from there; where the rows are too sparse for
- *   that to pay (fewer than a few nonzeros of a row per panel), there is one panel.
- * - One parallel region for the whole net, a barrier between layers: threads share h (read-only) and
- *   write disjoint rows of out, each thread's rows holding an equal share of the nonzeros (the rows
- *   that pruning leaves are very uneven, and whole units die).
+ *   speed.py to the L1 cache, so that they are read from there, unless that leaves too few nonzeros
+ *   per segment.
+ * - A panel's segments run shortest first, so that the branch closing each one is predicted:
+ *   in the order of the rows, a segment's end was mispredicted about once a segment.
  */
 #include <omp.h>
 #include <stdint.h>
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
 
 #ifdef __AVX512F__
 #define VEC 16        /* floats per vector */
 #define MAX_CHUNK 16  /* vectors of partial sums held in registers: 16 of AVX-512's 32 */
+#define MAX_PAIRED 8  /* two sets of sums up to this many vectors */
 #else
 #define VEC 8
 #define MAX_CHUNK 12  /* AVX2's 16 registers: 12 sums, a broadcast weight and a load */
+#define MAX_PAIRED 6
 #endif
 typedef float vec __attribute__((vector_size(VEC * 4), aligned(4)));  /* loads need only 4-byte alignment */
 typedef int ivec __attribute__((vector_size(VEC * 4), aligned(4)));
 
 typedef struct {             /* one layer; mirrored by speed.Layer */
-    const int64_t *crow;     /* panels * rows + 1 starts */
+    const int64_t *start;    /* segments + 1 */
+    const int32_t *row;      /* segments */
     const int32_t *col;
     const float *val;
-    const int64_t *split;    /* threads + 1: the first row of each thread */
+    const int64_t *panel;    /* panels + 1 */
     int64_t rows, columns, panels;
 } layer_t;
 
@@ -45,6 +53,17 @@ static inline __attribute__((always_inline)) void chunk_of_row(const int32_t *co
         int64_t end, const float *h, long width, float *out, int n, int first_panel, int relu) {
     vec acc[MAX_CHUNK], *o = (vec *)out;
     for (int v = 0; v < n; v++) acc[v] = first_panel ? (vec){0} : o[v];
+    if (n <= MAX_PAIRED) {  /* two nonzeros at a time into two sets of sums: a multiply-add waits 4 cycles for its sum */
+        vec acc2[MAX_CHUNK];
+        for (int v = 0; v < n; v++) acc2[v] = (vec){0};
+        for (; p + 1 < end; p += 2) {
+            const vec *h_row = (const vec *)(h + (long)col[p] * width), *h_row2 = (const vec *)(h + (long)col[p + 1] * width);
+            float w = val[p], w2 = val[p + 1];
+            for (int v = 0; v < n; v++) acc[v] += w * h_row[v];
+            for (int v = 0; v < n; v++) acc2[v] += w2 * h_row2[v];
+        }
+        for (int v = 0; v < n; v++) acc[v] += acc2[v];
+    }
     for (; p < end; p++) {
         const vec *h_row = (const vec *)(h + (long)col[p] * width);
         float w = val[p];
@@ -53,23 +72,21 @@ static inline __attribute__((always_inline)) void chunk_of_row(const int32_t *co
     for (int v = 0; v < n; v++) o[v] = relu ? (vec)((ivec)acc[v] & (acc[v] > 0)) : acc[v];
 }
 
-/* Rows [first_row, end_row) of out = W @ h, then ReLU if asked. */
-static void layer_rows(const layer_t *layer, const float *h, float *out, long width, long first_row, long end_row,
-                       int relu) {
-    /* The batch in as few passes over the nonzeros as the registers allow, in chunks of equal size. */
+/* out = W @ h, then ReLU if asked. The first panel sets every row of out, and the last applies ReLU to
+ * every row, so they hold a segment for every row, empty or not. */
+static void layer_forward(const layer_t *layer, const float *h, float *out, long width, int relu) {
+    /* The slice in as few passes over the nonzeros as the registers allow, in chunks of equal size. */
     long vectors = width / VEC, passes = (vectors + MAX_CHUNK - 1) / MAX_CHUNK, chunk = (vectors + passes - 1) / passes;
     for (long v0 = 0; v0 < vectors; v0 += chunk) {
         long n = vectors - v0 < chunk ? vectors - v0 : chunk;
         for (long q = 0; q < layer->panels; q++) {
-            const int64_t *starts = layer->crow + q * layer->rows;
             int first = q == 0, last = relu && q == layer->panels - 1;
-            for (long i = first_row; i < end_row; i++) {
-                if (starts[i] == starts[i + 1] && !first && !last) continue;  /* nothing to add here */
+            for (long g = layer->panel[q]; g < layer->panel[q + 1]; g++) {
                 const float *hs = h + v0 * VEC;
-                float *os = out + i * width + v0 * VEC;
+                float *os = out + (long)layer->row[g] * width + v0 * VEC;
                 switch (n) {  /* one inlined copy per chunk size */
-                    #define CASE(k) case k: chunk_of_row(layer->col, layer->val, starts[i], starts[i + 1], hs, width, \
-                                                         os, k, first, last); break;
+                    #define CASE(k) case k: chunk_of_row(layer->col, layer->val, layer->start[g], layer->start[g + 1], hs, \
+                                                         width, os, k, first, last); break;
                     CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10) CASE(11) CASE(12)
 #if MAX_CHUNK > 12
                     CASE(13) CASE(14) CASE(15) CASE(16)
@@ -80,28 +97,54 @@ static void layer_rows(const layer_t *layer, const float *h, float *out, long wi
     }
 }
 
-/* logits [batch][out] of x [batch][in], both row-major; a and b: room for [features][width] each. */
-void csr_forward(const layer_t *layers, int n_layers, const float *x, long batch, float *logits, float *a, float *b,
+/* h[j][s] = x[s][j] for the samples s < batch, and 0 for those up to width (a multiple of 8). In 8 x 8 blocks
+ * in registers where there is AVX, reading along the rows of x: half the time of a plain loop here. */
+static void transpose(const float *x, long batch, long in, float *h, long width) {
+    long s = 0;
+#ifdef __AVX__
+    for (; s < width; s += 8) {
+        long j = 0;
+        for (; j + 8 <= in; j += 8) {
+            __m256 r[8], t[8];
+            for (int k = 0; k < 8; k++) r[k] = s + k < batch ? _mm256_loadu_ps(x + (s + k) * in + j) : _mm256_setzero_ps();
+            for (int k = 0; k < 8; k += 2) t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]), t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+            for (int k = 0; k < 8; k += 4) {
+                r[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44), r[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
+                r[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44), r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+            }
+            for (int k = 0; k < 4; k++) {
+                _mm256_storeu_ps(h + (j + k) * width + s, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
+                _mm256_storeu_ps(h + (j + k + 4) * width + s, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+            }
+        }
+        for (; j < in; j++)
+            for (long k = s; k < s + 8; k++) h[j * width + k] = k < batch ? x[k * in + j] : 0;
+    }
+#endif
+    for (long j = 0; j < in; j++)
+        for (long k = s; k < width; k++) h[j * width + k] = k < batch ? x[k * in + j] : 0;
+}
+
+/* logits [batch][out] of x [batch][in], both row-major. scratch: room for 2 * features * (batch padded to
+ * whole vectors) floats, features the widest layer. Each of the threads takes an equal share of the vectors. */
+void csr_forward(const layer_t *layers, int n_layers, const float *x, long batch, float *logits, float *scratch,
                  int threads) {
-    long width = (batch + VEC - 1) / VEC * VEC, in = layers[0].columns, out = layers[n_layers - 1].rows;
+    long vectors = (batch + VEC - 1) / VEC, in = layers[0].columns, out = layers[n_layers - 1].rows, features = in;
+    for (int l = 0; l < n_layers; l++) features = layers[l].rows > features ? layers[l].rows : features;
     #pragma omp parallel num_threads(threads)
     {
         int t = omp_get_thread_num(), n_threads = omp_get_num_threads();
-        for (long j = in * t / n_threads; j < in * (t + 1) / n_threads; j++) {  /* x, transposed and padded */
-            for (long s = 0; s < batch; s++) a[j * width + s] = x[s * in + j];
-            for (long s = batch; s < width; s++) a[j * width + s] = 0;
+        long v0 = vectors * t / n_threads, v1 = vectors * (t + 1) / n_threads, width = (v1 - v0) * VEC;
+        long s0 = v0 * VEC, s1 = v1 * VEC < batch ? v1 * VEC : batch;
+        float *h = scratch + 2 * features * s0, *o = h + features * width, *swap;  /* this thread's own two buffers */
+        if (width > 0) {
+            transpose(x + s0 * in, s1 - s0, in, h, width);
+            for (int l = 0; l < n_layers; l++) {
+                layer_forward(layers + l, h, o, width, l < n_layers - 1);
+                swap = h, h = o, o = swap;
+            }
+            for (long s = s0; s < s1; s++)
+                for (long r = 0; r < out; r++) logits[s * out + r] = h[r * width + s - s0];
         }
-        #pragma omp barrier
-        float *h = a, *o = b, *swap;
-        for (int l = 0; l < n_layers; l++) {
-            const int64_t *split = layers[l].split;  /* planned for `threads`; fewer granted take several shares */
-            layer_rows(layers + l, h, o, width, split[threads * t / n_threads], split[threads * (t + 1) / n_threads],
-                       l < n_layers - 1);
-            #pragma omp barrier
-            swap = h, h = o, o = swap;
-        }
-        #pragma omp for
-        for (long s = 0; s < batch; s++)
-            for (long r = 0; r < out; r++) logits[s * out + r] = h[r * width + s];
     }
 }

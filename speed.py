@@ -52,7 +52,7 @@ KERNEL_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
 
 class Layer(ctypes.Structure):
     """One layer, as csr_kernel.c's layer_t."""
-    _fields_ = [*((name, ctypes.c_void_p) for name in ("crow", "col", "val", "split")),
+    _fields_ = [*((name, ctypes.c_void_p) for name in ("start", "row", "col", "val", "panel")),
                 *((name, ctypes.c_int64) for name in ("rows", "columns", "panels"))]
 
 
@@ -69,7 +69,7 @@ def compile_kernel(compiler):
             detail = getattr(e, "stderr", None) or str(e)
             return None, f"{shlex.join(command)} failed: {detail.strip().splitlines()[-1] if detail.strip() else e}"
     pointer = ctypes.c_void_p  # the arrays' types are checked where they are made (sparse_plan), not per call
-    kernel.csr_forward.argtypes = [pointer, ctypes.c_int, pointer, ctypes.c_long, *[pointer] * 3, ctypes.c_int]
+    kernel.csr_forward.argtypes = [pointer, ctypes.c_int, pointer, ctypes.c_long, pointer, pointer, ctypes.c_int]
     kernel.csr_forward.restype = None
     return kernel, ""
 
@@ -94,6 +94,7 @@ def l1_bytes():
     return 32 * 1024
 
 
+@functools.cache
 def padded_width(batch):
     """The batch rounded up to whole vectors of csr_kernel.c, as it lays out the activations."""
     vector = cpu_kernel()[0].vector_width()
@@ -102,41 +103,50 @@ def padded_width(batch):
 
 def sparse_plan(weights, batch=100):
     """What csr_kernel.c takes for the pruned net `weights`, laid out for `batch`: the dead units removed
-    (compact), then each layer's nonzeros by column panel, row and column, where each (panel, row) starts,
-    and the rows of each of torch's threads, which take equal shares of the nonzeros."""
-    width = padded_width(batch)
-    # A panel's rows of activations fill the L1 cache (measured best: a little under it, 96-128 columns at
-    # batch 100 with 48 KB); where a row would have fewer than 2 nonzeros in a panel, panels cost more than
-    # they save, and there is one.
-    panel_columns = max(32, l1_bytes() // (4 * width) // 32 * 32)
+    (compact), then each layer's nonzeros by column panel, segment (a row's part of a panel) and column.
+    Any batch runs on any plan; `batch` only sizes the panels."""
     threads, layers, arrays = torch.get_num_threads(), [], []
-    for weight in compact(weights):
+    width = padded_width(-(-batch // threads))  # one thread's slice of the batch
+    smaller = compact(weights)
+    for number, weight in enumerate(smaller, 1):
         rows, columns = weight.shape
-        row, column = weight.nonzero(as_tuple=True)  # row-major order: by row, then column
-        panels = -(-columns // panel_columns)
-        panels = panels if len(row) >= 2 * rows * panels else 1
-        panel_row = column // -(-columns // panels) * rows + row
-        order = torch.argsort(panel_row, stable=True)
-        crow = torch.zeros(panels * rows + 1, dtype=torch.int64)
-        crow[1:] = torch.bincount(panel_row, minlength=panels * rows).cumsum(0)
-        work = (torch.bincount(row, minlength=rows) + 2).cumsum(0)  # a row's nonzeros, and its loads and stores
-        split = torch.tensor([0, *(int(torch.searchsorted(work, int(work[-1]) * t // threads, right=True))
-                                   for t in range(1, threads)), rows], dtype=torch.int64)
-        arrays.append((crow, column[order].int(), weight[row[order], column[order]].float().contiguous(), split))
+        row, column = weight.nonzero(as_tuple=True)
+        # A panel's rows of activations fit the L1 cache, unless a row would have fewer than 20 nonzeros in a
+        # panel: short segments cost more in loads and stores of sums than L1 saves (measured at 50-99 %).
+        panels = max(1, min(-(-columns * 4 * width // l1_bytes()), -(-len(row) // (20 * rows))))
+        panel = column * panels // columns
+        counts = torch.bincount(panel * rows + row, minlength=panels * rows).view(panels, rows)
+        segment_rows = []
+        for q in range(panels):
+            every_row = q == 0 or (q == panels - 1 and number < len(smaller))  # they set the sums, or apply ReLU
+            rows_q = torch.arange(rows) if every_row else counts[q].nonzero().flatten()
+            segment_rows.append(rows_q[torch.argsort(counts[q, rows_q], stable=True)])  # shortest first
+        segment_panel = torch.cat([torch.full((len(r),), q) for q, r in enumerate(segment_rows)])
+        segment_row = torch.cat(segment_rows)
+        start = torch.zeros(len(segment_row) + 1, dtype=torch.int64)
+        start[1:] = counts[segment_panel, segment_row].cumsum(0)
+        first = torch.zeros(panels + 1, dtype=torch.int64)
+        first[1:] = torch.bincount(segment_panel, minlength=panels).cumsum(0)
+        segment = torch.empty(panels * rows, dtype=torch.int64)  # each (panel, row)'s place among the segments
+        segment[segment_panel * rows + segment_row] = torch.arange(len(segment_row))
+        order = torch.argsort(segment[panel * rows + row] * columns + column)
+        arrays.append((start, segment_row.int(), column[order].int(),
+                       weight[row[order], column[order]].float().contiguous(), first))
         layers.append(Layer(*(a.data_ptr() for a in arrays[-1]), rows, columns, panels))
     return {"layers": (Layer * len(layers))(*layers), "arrays": arrays, "threads": threads,  # arrays: keeps the memory
-            "features": max(max(w.shape) for w in weights), "outputs": weights[-1].shape[0]}
+            "features": max(max(w.shape) for w in weights), "outputs": weights[-1].shape[0],
+            "run": cpu_kernel()[0].csr_forward, "scratch": torch.empty(0)}
 
 
 def csr_kernel_forward(plan, x):
-    """The whole forward pass in one call to csr_kernel.c."""
-    kernel = cpu_kernel()[0]
+    """The whole forward pass in one call to csr_kernel.c. One call at a time per plan: they share its scratch."""
     x = x.contiguous()
-    width = padded_width(len(x))
     logits = torch.empty(len(x), plan["outputs"])
-    a, b = torch.empty(2, plan["features"] * width)
-    kernel.csr_forward(plan["layers"], len(plan["layers"]), x.data_ptr(), len(x), logits.data_ptr(), a.data_ptr(),
-                       b.data_ptr(), plan["threads"])
+    room = 2 * plan["features"] * padded_width(len(x))
+    if len(plan["scratch"]) < room:  # the activations' room is kept with the plan: allocating it each call cost 2 us
+        plan["scratch"] = torch.empty(room)
+    plan["run"](plan["layers"], len(plan["layers"]), x.data_ptr(), len(x), logits.data_ptr(),
+                plan["scratch"].data_ptr(), plan["threads"])
     return logits
 
 

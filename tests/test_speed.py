@@ -58,20 +58,47 @@ def test_every_forward_path_gives_the_pruned_models_logits(method, k):
 
 
 @needs_compiler
-@pytest.mark.parametrize("k", [90, 99])
-def test_the_kernels_threads_take_equal_shares_of_the_nonzeros(k, monkeypatch):
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
-    _, weights = pruned_weights("weight", k)
+@pytest.mark.parametrize("method, k", [("weight", 50), ("weight", 90), ("weight", 99), ("unit", 90)])
+def test_the_plan_holds_each_nonzero_once_in_segments_shortest_first(method, k):
+    _, weights = pruned_weights(method, k)
     plan = sparse_plan(weights)
-    for (_, _, _, split), weight in zip(plan["arrays"], compact(weights)):
-        assert split[0] == 0 and split[-1] == weight.shape[0] and (split.diff() >= 0).all()
-        work = (weight != 0).sum(dim=1) + 2
-        shares = [int(work[a:b].sum()) for a, b in zip(split, split[1:])]
-        assert max(shares) - min(shares) <= 2 * int(work.max())  # equal, up to a row or two
-    x = torch.randn(100, 784)
-    with torch.no_grad():
-        torch.testing.assert_close(csr_kernel_forward(plan, x), dense_forward(transposed(weights), x),
-                                   rtol=1e-4, atol=1e-4)
+    smaller = compact(weights)
+    assert len(plan["arrays"]) == len(smaller)
+    for number, ((start, row, col, val, first), layer, weight) in enumerate(zip(plan["arrays"], plan["layers"], smaller), 1):
+        rows, columns = weight.shape
+        assert (layer.rows, layer.columns) == (rows, columns) and first[0] == 0 and first[-1] == len(row)
+        rebuilt = torch.zeros(rows, columns)
+        for q in range(layer.panels):
+            segments = range(int(first[q]), int(first[q + 1]))
+            lengths = [int(start[g + 1] - start[g]) for g in segments]
+            assert lengths == sorted(lengths)
+            panel_rows = row[first[q]:first[q + 1]].tolist()
+            assert len(set(panel_rows)) == len(panel_rows)  # one segment per row and panel
+            if q == 0 or (q == layer.panels - 1 and number < len(smaller)):  # sets the sums, or applies ReLU
+                assert sorted(panel_rows) == list(range(rows))
+            for g in segments:
+                cols = col[start[g]:start[g + 1]]
+                assert (cols * layer.panels // columns == q).all()  # in its panel's columns
+                assert (cols.diff() > 0).all()  # in order, each column once
+                rebuilt[int(row[g]), cols.long()] = val[start[g]:start[g + 1]]
+        assert torch.equal(rebuilt, weight)  # every nonzero, in its place, and nothing else
+    if k == 90 and method == "weight":
+        assert [layer.panels for layer in plan["layers"]][:3] != [1, 1, 1]  # the L1 panels are in use
+
+
+@needs_compiler
+@pytest.mark.parametrize("threads", [1, 3, 8])
+def test_the_kernel_gives_the_same_logits_on_any_number_of_threads(threads, monkeypatch):
+    """Each thread takes a slice of the batch; with more threads than vectors, some have nothing to do."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    _, weights = pruned_weights("weight", 90)
+    plan = sparse_plan(weights)
+    assert plan["threads"] == threads
+    for batch in (1, 7, 100):
+        x = torch.randn(batch, 784)
+        with torch.no_grad():
+            torch.testing.assert_close(csr_kernel_forward(plan, x), dense_forward(transposed(weights), x),
+                                       rtol=1e-4, atol=1e-4)
 
 
 def test_compact_at_k_zero_keeps_every_shape():
