@@ -98,13 +98,13 @@ static void layer_forward(const layer_t *layer, const float *h, float *out, long
 }
 
 /* h[j][s] = x[s][j] for the samples s < batch, and 0 for those up to width (a multiple of 8). In 8 x 8 blocks
- * in registers where there is AVX, reading along the rows of x: half the time of a plain loop here. */
+ * in registers where there is AVX, written along the rows of h: 4.4 us for 52 samples here, against 10 us for
+ * a plain loop or for the blocks taken along the rows of x. */
 static void transpose(const float *x, long batch, long in, float *h, long width) {
-    long s = 0;
+    long j = 0;
 #ifdef __AVX__
-    for (; s < width; s += 8) {
-        long j = 0;
-        for (; j + 8 <= in; j += 8) {
+    for (; j + 8 <= in; j += 8)
+        for (long s = 0; s < width; s += 8) {
             __m256 r[8], t[8];
             for (int k = 0; k < 8; k++) r[k] = s + k < batch ? _mm256_loadu_ps(x + (s + k) * in + j) : _mm256_setzero_ps();
             for (int k = 0; k < 8; k += 2) t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]), t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
@@ -117,12 +117,9 @@ static void transpose(const float *x, long batch, long in, float *h, long width)
                 _mm256_storeu_ps(h + (j + k + 4) * width + s, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
             }
         }
-        for (; j < in; j++)
-            for (long k = s; k < s + 8; k++) h[j * width + k] = k < batch ? x[k * in + j] : 0;
-    }
 #endif
-    for (long j = 0; j < in; j++)
-        for (long k = s; k < width; k++) h[j * width + k] = k < batch ? x[k * in + j] : 0;
+    for (; j < in; j++)
+        for (long s = 0; s < width; s++) h[j * width + s] = s < batch ? x[s * in + j] : 0;
 }
 
 /* logits [batch][out] of x [batch][in], both row-major. scratch: room for 2 * features * (batch padded to
