@@ -44,6 +44,7 @@ typedef struct {             /* one layer; mirrored by speed.Layer */
     const float *val;
     const int64_t *panel;    /* panels + 1 */
     int64_t rows, columns, panels;
+    int64_t dense;           /* if set, val is the whole matrix, row-major, and the other arrays are unused */
 } layer_t;
 
 int vector_width(void) { return VEC; }
@@ -74,7 +75,7 @@ static inline __attribute__((always_inline)) void chunk_of_row(const int32_t *co
 
 /* out = W @ h, then ReLU if asked. The first panel sets every row of out, and the last applies ReLU to
  * every row, so they hold a segment for every row, empty or not. */
-static void layer_forward(const layer_t *layer, const float *h, float *out, long width, int relu) {
+static void sparse_layer(const layer_t *layer, const float *h, float *out, long width, int relu) {
     /* The slice in as few passes over the nonzeros as the registers allow, in chunks of equal size. */
     long vectors = width / VEC, passes = (vectors + MAX_CHUNK - 1) / MAX_CHUNK, chunk = (vectors + passes - 1) / passes;
     for (long v0 = 0; v0 < vectors; v0 += chunk) {
@@ -92,6 +93,56 @@ static void layer_forward(const layer_t *layer, const float *h, float *out, long
                     CASE(13) CASE(14) CASE(15) CASE(16)
 #endif
                 }
+            }
+        }
+    }
+}
+
+/* R rows of out, n vectors, from columns [j0, j1) of the dense rows w: each row of h is loaded once for R rows.
+ * Inlined with n and R constants, so acc lives in registers. */
+static inline __attribute__((always_inline)) void dense_rows(const float *w, long columns, long j0, long j1,
+        const float *h, long width, float *out, int n, int R, int first_panel, int relu) {
+    vec acc[4][MAX_CHUNK];
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < n; v++) acc[r][v] = first_panel ? (vec){0} : ((vec *)(out + r * width))[v];
+    for (long j = j0; j < j1; j++) {
+        const vec *h_row = (const vec *)(h + j * width);
+        for (int r = 0; r < R; r++) {
+            float w_rj = w[r * columns + j];
+            for (int v = 0; v < n; v++) acc[r][v] += w_rj * h_row[v];
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < n; v++)
+            ((vec *)(out + r * width))[v] = relu ? (vec)((ivec)acc[r][v] & (acc[r][v] > 0)) : acc[r][v];
+}
+
+/* The rows a dense block takes for n vectors of sums: as many as the registers hold, up to 4. */
+#define BLOCK_ROWS(n) (MAX_CHUNK / (n) >= 4 ? 4 : MAX_CHUNK / (n) >= 2 ? 2 : 1)
+
+/* out = W @ h, then ReLU if asked, for a layer stored dense: speed.py stores a layer so where most of its weights
+ * are nonzero, as in a compacted unit-pruned net, and then no column index is loaded. */
+static void dense_layer(const layer_t *layer, const float *h, float *out, long width, int relu) {
+    long vectors = width / VEC, passes = (vectors + MAX_CHUNK - 1) / MAX_CHUNK, chunk = (vectors + passes - 1) / passes;
+    long rows = layer->rows, columns = layer->columns;
+    for (long v0 = 0; v0 < vectors; v0 += chunk) {
+        long n = vectors - v0 < chunk ? vectors - v0 : chunk;
+        for (long q = 0; q < layer->panels; q++) {
+            long j0 = columns * q / layer->panels, j1 = columns * (q + 1) / layer->panels;
+            int first = q == 0, last = relu && q == layer->panels - 1;
+            for (long i = 0; i < rows;) {
+                long block = rows - i >= BLOCK_ROWS(n) ? BLOCK_ROWS(n) : 1;
+                const float *w = layer->val + i * columns, *hs = h + v0 * VEC;
+                float *os = out + i * width + v0 * VEC;
+                switch (n * (block == 1 ? -1 : 1)) {  /* one inlined copy per chunk size, with a block or a single row */
+                    #define DENSE(k) case k: dense_rows(w, columns, j0, j1, hs, width, os, k, BLOCK_ROWS(k), first, last); break; \
+                                     case -k: dense_rows(w, columns, j0, j1, hs, width, os, k, 1, first, last); break;
+                    DENSE(1) DENSE(2) DENSE(3) DENSE(4) DENSE(5) DENSE(6) DENSE(7) DENSE(8) DENSE(9) DENSE(10) DENSE(11) DENSE(12)
+#if MAX_CHUNK > 12
+                    DENSE(13) DENSE(14) DENSE(15) DENSE(16)
+#endif
+                }
+                i += block;
             }
         }
     }
@@ -137,7 +188,7 @@ void csr_forward(const layer_t *layers, int n_layers, const float *x, long batch
         if (width > 0) {
             transpose(x + s0 * in, s1 - s0, in, h, width);
             for (int l = 0; l < n_layers; l++) {
-                layer_forward(layers + l, h, o, width, l < n_layers - 1);
+                (layers[l].dense ? dense_layer : sparse_layer)(layers + l, h, o, width, l < n_layers - 1);
                 swap = h, h = o, o = swap;
             }
             for (long s = s0; s < s1; s++)

@@ -58,15 +58,21 @@ def test_every_forward_path_gives_the_pruned_models_logits(method, k):
 
 
 @needs_compiler
-@pytest.mark.parametrize("method, k", [("weight", 50), ("weight", 90), ("weight", 99), ("unit", 90)])
-def test_the_plan_holds_each_nonzero_once_in_segments_shortest_first(method, k):
+@pytest.mark.parametrize("method, k", [("weight", 25), ("weight", 50), ("weight", 90), ("weight", 99), ("unit", 90)])
+def test_the_plan_holds_each_weight_once_dense_or_in_segments_shortest_first(method, k):
     _, weights = pruned_weights(method, k)
     plan = sparse_plan(weights)
     smaller = compact(weights)
     assert len(plan["arrays"]) == len(smaller)
-    for number, ((start, row, col, val, first), layer, weight) in enumerate(zip(plan["arrays"], plan["layers"], smaller), 1):
+    for number, (arrays, layer, weight) in enumerate(zip(plan["arrays"], plan["layers"], smaller), 1):
         rows, columns = weight.shape
-        assert (layer.rows, layer.columns) == (rows, columns) and first[0] == 0 and first[-1] == len(row)
+        assert (layer.rows, layer.columns) == (rows, columns)
+        assert layer.dense == (weight.count_nonzero() >= 0.75 * weight.numel())
+        if layer.dense:
+            assert torch.equal(arrays["val"].view(rows, columns), weight)
+            continue
+        start, row, col, val, first = (arrays[name] for name in ("start", "row", "col", "val", "panel"))
+        assert first[0] == 0 and first[-1] == len(row)
         rebuilt = torch.zeros(rows, columns)
         for q in range(layer.panels):
             segments = range(int(first[q]), int(first[q + 1]))
@@ -82,7 +88,10 @@ def test_the_plan_holds_each_nonzero_once_in_segments_shortest_first(method, k):
                 assert (cols.diff() > 0).all()  # in order, each column once
                 rebuilt[int(row[g]), cols.long()] = val[start[g]:start[g + 1]]
         assert torch.equal(rebuilt, weight)  # every nonzero, in its place, and nothing else
-    if k == 90 and method == "weight":
+    dense = [bool(layer.dense) for layer in plan["layers"]]
+    assert dense == {25: [True] * 5, 50: [False] * 4 + [True], 90: [method == "unit"] * 4 + [True],
+                     99: [False] * 4 + [True]}[k]
+    if (method, k) == ("weight", 90):
         assert [layer.panels for layer in plan["layers"]][:3] != [1, 1, 1]  # the L1 panels are in use
 
 
