@@ -47,7 +47,7 @@ def torch_sparse_forward(weights, x):
 
 
 # csr_kernel.c, built with the machine's C compiler at first use. Why C and not numba: README, "Speed".
-KERNEL_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+KERNEL_FLAGS = ["-O3", "-funroll-loops", "-march=native", "-fopenmp", "-shared", "-fPIC"]
 
 
 class Layer(ctypes.Structure):
