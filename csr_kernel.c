@@ -2,9 +2,10 @@
  * layer without ReLU. speed.py builds the layers (sparse_plan) and calls csr_forward.
  *
  * W is cut into column panels, and each panel into segments: the nonzeros of one row in that panel,
- * col[p] and val[p] for p in [start[g], start[g + 1]), added to row row[g] of out. Panel q holds
- * segments [panel[q], panel[q + 1]). The activations are kept [features][width], row-major, width a
- * thread's slice of the batch padded to whole vectors.
+ * val[p] for p in [start[g], start[g + 1]), added to row row[g] of out. Panel q holds segments
+ * [panel[q], panel[q + 1]). Each thread keeps its activations [features][width], row-major, width its
+ * slice of the batch in whole vectors, fixed by the plan; offset[p] is where the row of h that val[p]
+ * multiplies starts, in bytes (its column * 4 * width): one load less a nonzero than a column index.
  *
  * Why it is shaped so (each step measured here; README, "Speed"):
  * - A nonzero w at (i, j) adds w * h[j] to out[i]: a scaled row of activations, VEC samples per vector.
@@ -40,7 +41,7 @@ typedef int ivec __attribute__((vector_size(VEC * 4), aligned(4)));
 typedef struct {             /* one layer; mirrored by speed.Layer */
     const int64_t *start;    /* segments + 1 */
     const int32_t *row;      /* segments */
-    const int32_t *col;
+    const int32_t *offset;
     const float *val;
     const int64_t *panel;    /* panels + 1 */
     int64_t rows, columns, panels;
@@ -50,7 +51,7 @@ typedef struct {             /* one layer; mirrored by speed.Layer */
 int vector_width(void) { return VEC; }
 
 /* n vectors of out[i] from the nonzeros in [p, end). Inlined with n a constant, so acc lives in registers. */
-static inline __attribute__((always_inline)) void chunk_of_row(const int32_t *col, const float *val, int64_t p,
+static inline __attribute__((always_inline)) void chunk_of_row(const int32_t *offset, const float *val, int64_t p,
         int64_t end, const float *h, long width, float *out, int n, int first_panel, int relu) {
     vec acc[MAX_CHUNK], *o = (vec *)out;
     for (int v = 0; v < n; v++) acc[v] = first_panel ? (vec){0} : o[v];
@@ -58,7 +59,7 @@ static inline __attribute__((always_inline)) void chunk_of_row(const int32_t *co
         vec acc2[MAX_CHUNK];
         for (int v = 0; v < n; v++) acc2[v] = (vec){0};
         for (; p + 1 < end; p += 2) {
-            const vec *h_row = (const vec *)(h + (long)col[p] * width), *h_row2 = (const vec *)(h + (long)col[p + 1] * width);
+            const vec *h_row = (const vec *)((const char *)h + offset[p]), *h_row2 = (const vec *)((const char *)h + offset[p + 1]);
             float w = val[p], w2 = val[p + 1];
             for (int v = 0; v < n; v++) acc[v] += w * h_row[v];
             for (int v = 0; v < n; v++) acc2[v] += w2 * h_row2[v];
@@ -66,18 +67,18 @@ static inline __attribute__((always_inline)) void chunk_of_row(const int32_t *co
         for (int v = 0; v < n; v++) acc[v] += acc2[v];
     }
     for (; p < end; p++) {
-        const vec *h_row = (const vec *)(h + (long)col[p] * width);
+        const vec *h_row = (const vec *)((const char *)h + offset[p]);
         float w = val[p];
         for (int v = 0; v < n; v++) acc[v] += w * h_row[v];
     }
     for (int v = 0; v < n; v++) o[v] = relu ? (vec)((ivec)acc[v] & (acc[v] > 0)) : acc[v];
 }
 
-/* out = W @ h, then ReLU if asked. The first panel sets every row of out, and the last applies ReLU to
+/* out = W @ h for n vectors of each row, then ReLU if asked. The first panel sets every row of out, and the last applies ReLU to
  * every row, so they hold a segment for every row, empty or not. */
-static void sparse_layer(const layer_t *layer, const float *h, float *out, long width, int relu) {
-    /* The slice in as few passes over the nonzeros as the registers allow, in chunks of equal size. */
-    long vectors = width / VEC, passes = (vectors + MAX_CHUNK - 1) / MAX_CHUNK, chunk = (vectors + passes - 1) / passes;
+static void sparse_layer(const layer_t *layer, const float *h, float *out, long width, long vectors, int relu) {
+    /* The vectors in as few passes over the nonzeros as the registers allow, in chunks of equal size. */
+    long passes = (vectors + MAX_CHUNK - 1) / MAX_CHUNK, chunk = (vectors + passes - 1) / passes;
     for (long v0 = 0; v0 < vectors; v0 += chunk) {
         long n = vectors - v0 < chunk ? vectors - v0 : chunk;
         for (long q = 0; q < layer->panels; q++) {
@@ -86,7 +87,7 @@ static void sparse_layer(const layer_t *layer, const float *h, float *out, long 
                 const float *hs = h + v0 * VEC;
                 float *os = out + (long)layer->row[g] * width + v0 * VEC;
                 switch (n) {  /* one inlined copy per chunk size */
-                    #define CASE(k) case k: chunk_of_row(layer->col, layer->val, layer->start[g], layer->start[g + 1], hs, \
+                    #define CASE(k) case k: chunk_of_row(layer->offset, layer->val, layer->start[g], layer->start[g + 1], hs, \
                                                          width, os, k, first, last); break;
                     CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10) CASE(11) CASE(12)
 #if MAX_CHUNK > 12
@@ -122,8 +123,8 @@ static inline __attribute__((always_inline)) void dense_rows(const float *w, lon
 
 /* out = W @ h, then ReLU if asked, for a layer stored dense: speed.py stores a layer so where most of its weights
  * are nonzero, as in a compacted unit-pruned net, and then no column index is loaded. */
-static void dense_layer(const layer_t *layer, const float *h, float *out, long width, int relu) {
-    long vectors = width / VEC, passes = (vectors + MAX_CHUNK - 1) / MAX_CHUNK, chunk = (vectors + passes - 1) / passes;
+static void dense_layer(const layer_t *layer, const float *h, float *out, long width, long vectors, int relu) {
+    long passes = (vectors + MAX_CHUNK - 1) / MAX_CHUNK, chunk = (vectors + passes - 1) / passes;
     long rows = layer->rows, columns = layer->columns;
     for (long v0 = 0; v0 < vectors; v0 += chunk) {
         long n = vectors - v0 < chunk ? vectors - v0 : chunk;
@@ -148,10 +149,11 @@ static void dense_layer(const layer_t *layer, const float *h, float *out, long w
     }
 }
 
-/* h[j][s] = x[s][j] for the samples s < batch, and 0 for those up to width (a multiple of 8). In 8 x 8 blocks
+/* h[j][s] = x[s][j] for the samples s < batch, and 0 for those up to width (a multiple of 8); rows of h are stride
+ * apart. In 8 x 8 blocks
  * in registers where there is AVX, written along the rows of h: 4.4 us for 52 samples here, against 10 us for
  * a plain loop or for the blocks taken along the rows of x. */
-static void transpose(const float *x, long batch, long in, float *h, long width) {
+static void transpose(const float *x, long batch, long in, float *h, long stride, long width) {
     long j = 0;
 #ifdef __AVX__
     for (; j + 8 <= in; j += 8)
@@ -164,31 +166,34 @@ static void transpose(const float *x, long batch, long in, float *h, long width)
                 r[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44), r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
             }
             for (int k = 0; k < 4; k++) {
-                _mm256_storeu_ps(h + (j + k) * width + s, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
-                _mm256_storeu_ps(h + (j + k + 4) * width + s, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+                _mm256_storeu_ps(h + (j + k) * stride + s, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
+                _mm256_storeu_ps(h + (j + k + 4) * stride + s, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
             }
         }
 #endif
     for (; j < in; j++)
-        for (long s = 0; s < width; s++) h[j * width + s] = s < batch ? x[s * in + j] : 0;
+        for (long s = 0; s < width; s++) h[j * stride + s] = s < batch ? x[s * in + j] : 0;
 }
 
-/* logits [batch][out] of x [batch][in], both row-major. scratch: room for 2 * features * (batch padded to
- * whole vectors) floats, features the widest layer. Each of the threads takes an equal share of the vectors. */
+/* logits [batch][out] of x [batch][in], both row-major. scratch: room for 2 * features * width floats a thread,
+ * features the widest layer. The batch goes in rounds of up to width samples a thread, each thread taking an
+ * equal share of a round's vectors. */
 void csr_forward(const layer_t *layers, int n_layers, const float *x, long batch, float *logits, float *scratch,
-                 int threads) {
-    long vectors = (batch + VEC - 1) / VEC, in = layers[0].columns, out = layers[n_layers - 1].rows, features = in;
+                 int threads, long width) {
+    long in = layers[0].columns, out = layers[n_layers - 1].rows, features = in;
     for (int l = 0; l < n_layers; l++) features = layers[l].rows > features ? layers[l].rows : features;
     #pragma omp parallel num_threads(threads)
     {
         int t = omp_get_thread_num(), n_threads = omp_get_num_threads();
-        long v0 = vectors * t / n_threads, v1 = vectors * (t + 1) / n_threads, width = (v1 - v0) * VEC;
-        long s0 = v0 * VEC, s1 = v1 * VEC < batch ? v1 * VEC : batch;
-        float *h = scratch + 2 * features * s0, *o = h + features * width, *swap;  /* this thread's own two buffers */
-        if (width > 0) {
-            transpose(x + s0 * in, s1 - s0, in, h, width);
+        float *h = scratch + 2 * features * width * t, *o = h + features * width, *swap;  /* this thread's own two buffers */
+        for (long b0 = 0; b0 < batch; b0 += n_threads * width) {  /* in rounds of a slice of width for each thread */
+            long round = batch - b0 < n_threads * width ? batch - b0 : n_threads * width, vectors = (round + VEC - 1) / VEC;
+            long v0 = vectors * t / n_threads, v1 = vectors * (t + 1) / n_threads;
+            long s0 = b0 + v0 * VEC, s1 = b0 + v1 * VEC < b0 + round ? b0 + v1 * VEC : b0 + round;
+            if (v1 == v0) continue;
+            transpose(x + s0 * in, s1 - s0, in, h, width, (v1 - v0) * VEC);
             for (int l = 0; l < n_layers; l++) {
-                (layers[l].dense ? dense_layer : sparse_layer)(layers + l, h, o, width, l < n_layers - 1);
+                (layers[l].dense ? dense_layer : sparse_layer)(layers + l, h, o, width, v1 - v0, l < n_layers - 1);
                 swap = h, h = o, o = swap;
             }
             for (long s = s0; s < s1; s++)

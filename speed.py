@@ -52,7 +52,7 @@ KERNEL_FLAGS = ["-O3", "-funroll-loops", "-march=native", "-fopenmp", "-shared",
 
 class Layer(ctypes.Structure):
     """One layer, as csr_kernel.c's layer_t."""
-    _fields_ = [*((name, ctypes.c_void_p) for name in ("start", "row", "col", "val", "panel")),
+    _fields_ = [*((name, ctypes.c_void_p) for name in ("start", "row", "offset", "val", "panel")),
                 *((name, ctypes.c_int64) for name in ("rows", "columns", "panels", "dense"))]
 
 
@@ -69,7 +69,8 @@ def compile_kernel(compiler):
             detail = getattr(e, "stderr", None) or str(e)
             return None, f"{shlex.join(command)} failed: {detail.strip().splitlines()[-1] if detail.strip() else e}"
     pointer = ctypes.c_void_p  # the arrays' types are checked where they are made (sparse_plan), not per call
-    kernel.csr_forward.argtypes = [pointer, ctypes.c_int, pointer, ctypes.c_long, pointer, pointer, ctypes.c_int]
+    kernel.csr_forward.argtypes = [pointer, ctypes.c_int, pointer, ctypes.c_long, pointer, pointer, ctypes.c_int,
+                                   ctypes.c_long]
     kernel.csr_forward.restype = None
     return kernel, ""
 
@@ -94,7 +95,6 @@ def l1_bytes():
     return 32 * 1024
 
 
-@functools.cache
 def padded_width(batch):
     """The batch rounded up to whole vectors of csr_kernel.c, as it lays out the activations."""
     vector = cpu_kernel()[0].vector_width()
@@ -109,9 +109,9 @@ DENSE_FROM = 0.75
 def sparse_plan(weights, batch=100):
     """What csr_kernel.c takes for the pruned net `weights`, laid out for `batch`: the dead units removed
     (compact), then each layer either dense or as its nonzeros by column panel, segment (a row's part of a
-    panel) and column. Any batch runs on any plan; `batch` only sizes the panels."""
+    panel) and column. Any batch runs on any plan; a larger one than `batch` goes in rounds."""
     threads = torch.get_num_threads()
-    width = padded_width(-(-batch // threads))  # one thread's slice of the batch
+    width = padded_width(-(-batch // threads))  # one thread's slice of the batch, the rows of its activations
     smaller, layers, arrays = compact(weights), [], []
     for number, weight in enumerate(smaller, 1):
         rows, columns = weight.shape
@@ -124,18 +124,20 @@ def sparse_plan(weights, batch=100):
             # Fewer panels where a row would have fewer than 20 nonzeros in one: short segments cost more in
             # loads and stores of sums than the L1 cache saves (measured at 50-99 % sparsity).
             panels = max(1, min(l1_panels, -(-nonzeros // (20 * rows))))
-            arrays.append(segments(weight, panels, every_row_last=number < len(smaller)))
+            arrays.append(segments(weight, panels, every_row_last=number < len(smaller), row_bytes=4 * width))
             layers.append(Layer(**{name: a.data_ptr() for name, a in arrays[-1].items()}, rows=rows, columns=columns,
                                 panels=panels, dense=0))
+    features = max(max(w.shape) for w in smaller)
     return {"layers": (Layer * len(layers))(*layers), "arrays": arrays, "threads": threads,  # arrays: keeps the memory
-            "features": max(max(w.shape) for w in weights), "outputs": weights[-1].shape[0],
-            "run": cpu_kernel()[0].csr_forward, "scratch": torch.empty(0)}
+            "width": width, "scratch": torch.empty(2 * threads * features * width),  # each thread's two activations
+            "outputs": weights[-1].shape[0], "run": cpu_kernel()[0].csr_forward}
 
 
-def segments(weight, panels, every_row_last):
+def segments(weight, panels, every_row_last, row_bytes):
     """weight's nonzeros as csr_kernel.c's segments: by column panel, then segment (a row's part of the panel),
-    shortest first, then column. The first panel has a segment for every row, as it sets the sums; so does the
-    last where ReLU follows (every_row_last), as it applies it."""
+    shortest first, then column, each column given as the offset of its row of activations, row_bytes apart.
+    The first panel has a segment for every row, as it sets the sums; so does the last where ReLU follows
+    (every_row_last), as it applies it."""
     rows, columns = weight.shape
     row, column = weight.nonzero(as_tuple=True)
     panel = column * panels // columns
@@ -154,7 +156,7 @@ def segments(weight, panels, every_row_last):
     segment = torch.empty(panels * rows, dtype=torch.int64)  # each (panel, row)'s place among the segments
     segment[segment_panel * rows + segment_row] = torch.arange(len(segment_row))
     order = torch.argsort(segment[panel * rows + row] * columns + column)
-    return {"start": start, "row": segment_row.int(), "col": column[order].int(),
+    return {"start": start, "row": segment_row.int(), "offset": (column[order] * row_bytes).int(),
             "val": weight[row[order], column[order]].float().contiguous(), "panel": first}
 
 
@@ -162,11 +164,8 @@ def csr_kernel_forward(plan, x):
     """The whole forward pass in one call to csr_kernel.c. One call at a time per plan: they share its scratch."""
     x = x.contiguous()
     logits = torch.empty(len(x), plan["outputs"])
-    room = 2 * plan["features"] * padded_width(len(x))
-    if len(plan["scratch"]) < room:  # the activations' room is kept with the plan: allocating it each call cost 2 us
-        plan["scratch"] = torch.empty(room)
-    plan["run"](plan["layers"], len(plan["layers"]), x.data_ptr(), len(x), logits.data_ptr(),
-                plan["scratch"].data_ptr(), plan["threads"])
+    plan["run"](plan["layers"], len(plan["layers"]), x.data_ptr(), len(x), logits.data_ptr(), plan["scratch"].data_ptr(),
+                plan["threads"], plan["width"])
     return logits
 
 

@@ -71,7 +71,9 @@ def test_the_plan_holds_each_weight_once_dense_or_in_segments_shortest_first(met
         if layer.dense:
             assert torch.equal(arrays["val"].view(rows, columns), weight)
             continue
-        start, row, col, val, first = (arrays[name] for name in ("start", "row", "col", "val", "panel"))
+        start, row, offset, val, first = (arrays[name] for name in ("start", "row", "offset", "val", "panel"))
+        assert (offset % (4 * plan["width"]) == 0).all()
+        col = offset // (4 * plan["width"])  # each nonzero's column, from the offset of its row of activations
         assert first[0] == 0 and first[-1] == len(row)
         rebuilt = torch.zeros(rows, columns)
         for q in range(layer.panels):
