@@ -55,11 +55,13 @@ static inline __attribute__((always_inline)) void chunk_of_row(const int32_t *of
         int64_t end, const float *h, float *out, int n, int first_panel, int relu) {
     vec acc[MAX_CHUNK], *o = (vec *)out;
     for (int v = 0; v < n; v++) acc[v] = first_panel ? (vec){0} : o[v];
-    if (n <= MAX_PAIRED) {  /* two nonzeros at a time into two sets of sums: a multiply-add waits 4 cycles for its sum */
+    if (n <= MAX_PAIRED) {  /* two nonzeros at a time into two sets of sums: a multiply-add waits 4 cycles */
+        /* for its sum, and with one set each would wait for the one before */
         vec acc2[MAX_CHUNK];
         for (int v = 0; v < n; v++) acc2[v] = (vec){0};
         for (; p + 1 < end; p += 2) {
-            const vec *h_row = (const vec *)((const char *)h + offset[p]), *h_row2 = (const vec *)((const char *)h + offset[p + 1]);
+            const vec *h_row = (const vec *)((const char *)h + offset[p]);
+            const vec *h_row2 = (const vec *)((const char *)h + offset[p + 1]);
             float w = val[p], w2 = val[p + 1];
             for (int v = 0; v < n; v++) acc[v] += w * h_row[v];
             for (int v = 0; v < n; v++) acc2[v] += w2 * h_row2[v];
@@ -87,8 +89,8 @@ static void sparse_layer(const layer_t *layer, const float *h, float *out, long 
                 const float *hs = h + v0 * VEC;
                 float *os = out + (long)layer->row[g] * width + v0 * VEC;
                 switch (n) {  /* one inlined copy per chunk size */
-                    #define CASE(k) case k: chunk_of_row(layer->offset, layer->val, layer->start[g], layer->start[g + 1], hs, \
-                                                         os, k, first, last); break;
+                    #define CASE(k) case k: chunk_of_row(layer->offset, layer->val, layer->start[g], \
+                                                         layer->start[g + 1], hs, os, k, first, last); break;
                     CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10) CASE(11) CASE(12)
 #if MAX_CHUNK > 12
                     CASE(13) CASE(14) CASE(15) CASE(16)
@@ -135,10 +137,12 @@ static void dense_layer(const layer_t *layer, const float *h, float *out, long w
                 long block = rows - i >= BLOCK_ROWS(n) ? BLOCK_ROWS(n) : 1;
                 const float *w = layer->val + i * columns, *hs = h + v0 * VEC;
                 float *os = out + i * width + v0 * VEC;
-                switch (n * (block == 1 ? -1 : 1)) {  /* one inlined copy per chunk size, with a block or a single row */
-                    #define DENSE(k) case k: dense_rows(w, columns, j0, j1, hs, width, os, k, BLOCK_ROWS(k), first, last); break; \
-                                     case -k: dense_rows(w, columns, j0, j1, hs, width, os, k, 1, first, last); break;
-                    DENSE(1) DENSE(2) DENSE(3) DENSE(4) DENSE(5) DENSE(6) DENSE(7) DENSE(8) DENSE(9) DENSE(10) DENSE(11) DENSE(12)
+                switch (block == 1 ? -n : n) {  /* one inlined copy per chunk size, for a block and for one row */
+                    #define DENSE(k) \
+                        case k: dense_rows(w, columns, j0, j1, hs, width, os, k, BLOCK_ROWS(k), first, last); break; \
+                        case -k: dense_rows(w, columns, j0, j1, hs, width, os, k, 1, first, last); break;
+                    DENSE(1) DENSE(2) DENSE(3) DENSE(4) DENSE(5) DENSE(6) DENSE(7) DENSE(8)
+                    DENSE(9) DENSE(10) DENSE(11) DENSE(12)
 #if MAX_CHUNK > 12
                     DENSE(13) DENSE(14) DENSE(15) DENSE(16)
 #endif
@@ -159,11 +163,15 @@ static void transpose(const float *x, long batch, long in, float *h, long stride
     for (; j + 8 <= in; j += 8)
         for (long s = 0; s < width; s += 8) {
             __m256 r[8], t[8];
-            for (int k = 0; k < 8; k++) r[k] = s + k < batch ? _mm256_loadu_ps(x + (s + k) * in + j) : _mm256_setzero_ps();
-            for (int k = 0; k < 8; k += 2) t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]), t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+            for (int k = 0; k < 8; k++)
+                r[k] = s + k < batch ? _mm256_loadu_ps(x + (s + k) * in + j) : _mm256_setzero_ps();
+            for (int k = 0; k < 8; k += 2)
+                t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]), t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
             for (int k = 0; k < 8; k += 4) {
-                r[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44), r[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
-                r[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44), r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+                r[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
+                r[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
+                r[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+                r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
             }
             for (int k = 0; k < 4; k++) {
                 _mm256_storeu_ps(h + (j + k) * stride + s, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
@@ -185,9 +193,10 @@ void csr_forward(const layer_t *layers, int n_layers, const float *x, long batch
     #pragma omp parallel num_threads(threads)
     {
         int t = omp_get_thread_num(), n_threads = omp_get_num_threads();
-        float *h = scratch + 2 * features * width * t, *o = h + features * width, *swap;  /* this thread's own two buffers */
+        float *h = scratch + 2 * features * width * t, *o = h + features * width, *swap;  /* the thread's own two */
         for (long b0 = 0; b0 < batch; b0 += n_threads * width) {  /* in rounds of a slice of width for each thread */
-            long round = batch - b0 < n_threads * width ? batch - b0 : n_threads * width, vectors = (round + VEC - 1) / VEC;
+            long round = batch - b0 < n_threads * width ? batch - b0 : n_threads * width;
+            long vectors = (round + VEC - 1) / VEC;
             long v0 = vectors * t / n_threads, v1 = vectors * (t + 1) / n_threads;
             long s0 = b0 + v0 * VEC, s1 = b0 + v1 * VEC < b0 + round ? b0 + v1 * VEC : b0 + round;
             if (v1 == v0) continue;

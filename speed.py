@@ -101,8 +101,8 @@ def padded_width(batch):
     return -(-batch // vector) * vector
 
 
-# A layer with at least this share of nonzero weights is stored dense (as a compacted unit-pruned net's are): at
-# 3/4 a dense layer ran 13 % faster than its nonzeros here, at 1/2 19 % slower.
+# A layer with at least this share of nonzero weights is stored dense (as a compacted unit-pruned net's are): a
+# net pruned to 3/4 ran 13 % faster so than as nonzeros here, one pruned to 1/2 19 % slower.
 DENSE_FROM = 0.75
 
 
@@ -119,7 +119,8 @@ def sparse_plan(weights, batch=100):
         l1_panels = -(-columns * 4 * width // l1_bytes())  # panels whose rows of activations fit the L1 cache
         if nonzeros >= DENSE_FROM * rows * columns:
             arrays.append({"val": weight.float().contiguous()})
-            layers.append(Layer(val=arrays[-1]["val"].data_ptr(), rows=rows, columns=columns, panels=l1_panels, dense=1))
+            layers.append(Layer(val=arrays[-1]["val"].data_ptr(), rows=rows, columns=columns, panels=l1_panels,
+                                dense=1))
         else:
             # Fewer panels where a row would have fewer than 20 nonzeros in one: short segments cost more in
             # loads and stores of sums than the L1 cache saves (measured at 50-99 % sparsity).
@@ -164,8 +165,8 @@ def csr_kernel_forward(plan, x):
     """The whole forward pass in one call to csr_kernel.c. One call at a time per plan: they share its scratch."""
     x = x.contiguous()
     logits = torch.empty(len(x), plan["outputs"])
-    plan["run"](plan["layers"], len(plan["layers"]), x.data_ptr(), len(x), logits.data_ptr(), plan["scratch"].data_ptr(),
-                plan["threads"], plan["width"])
+    plan["run"](plan["layers"], len(plan["layers"]), x.data_ptr(), len(x), logits.data_ptr(),
+                plan["scratch"].data_ptr(), plan["threads"], plan["width"])
     return logits
 
 
