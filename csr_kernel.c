@@ -76,11 +76,17 @@ static inline __attribute__((always_inline)) void chunk_of_row(const int32_t *of
     for (int v = 0; v < n; v++) o[v] = relu ? (vec)((ivec)acc[v] & (acc[v] > 0)) : acc[v];
 }
 
+/* The vectors a pass over a layer's weights takes: all of them in as few passes as the registers allow, in
+ * chunks of equal size. */
+static long chunk_size(long vectors) {
+    long passes = (vectors + MAX_CHUNK - 1) / MAX_CHUNK;
+    return (vectors + passes - 1) / passes;
+}
+
 /* out = W @ h on the first `vectors` vectors of each row of h, then ReLU if asked. The first panel sets every
  * row of out, and the last applies ReLU to every row, so they hold a segment for every row, empty or not. */
 static void sparse_layer(const layer_t *layer, const float *h, float *out, long width, long vectors, int relu) {
-    /* The vectors in as few passes over the nonzeros as the registers allow, in chunks of equal size. */
-    long passes = (vectors + MAX_CHUNK - 1) / MAX_CHUNK, chunk = (vectors + passes - 1) / passes;
+    long chunk = chunk_size(vectors);
     for (long v0 = 0; v0 < vectors; v0 += chunk) {
         long n = vectors - v0 < chunk ? vectors - v0 : chunk;
         for (long q = 0; q < layer->panels; q++) {
@@ -126,8 +132,7 @@ static inline __attribute__((always_inline)) void dense_rows(const float *w, lon
 /* out = W @ h, then ReLU if asked, for a layer stored dense: speed.py stores a layer so where most of its weights
  * are nonzero, as in a compacted unit-pruned net, and then no column index is loaded. */
 static void dense_layer(const layer_t *layer, const float *h, float *out, long width, long vectors, int relu) {
-    long passes = (vectors + MAX_CHUNK - 1) / MAX_CHUNK, chunk = (vectors + passes - 1) / passes;
-    long rows = layer->rows, columns = layer->columns;
+    long chunk = chunk_size(vectors), rows = layer->rows, columns = layer->columns;
     for (long v0 = 0; v0 < vectors; v0 += chunk) {
         long n = vectors - v0 < chunk ? vectors - v0 : chunk;
         for (long q = 0; q < layer->panels; q++) {
@@ -153,10 +158,9 @@ static void dense_layer(const layer_t *layer, const float *h, float *out, long w
     }
 }
 
-/* h[j][s] = x[s][j] for the samples s < batch, and 0 for those up to width (a multiple of 8); rows of h are stride
- * apart. In 8 x 8 blocks
- * in registers where there is AVX, written along the rows of h: 4.4 us for 52 samples here, against 10 us for
- * a plain loop or for the blocks taken along the rows of x. */
+/* h[j][s] = x[s][j] for the samples s < batch, and 0 for those up to width (a multiple of 8), the rows of h
+ * stride apart. In 8 x 8 blocks in registers where there is AVX, written along the rows of h: 4.4 us for 52
+ * samples here, against 10 us for a plain loop or for the blocks taken along the rows of x. */
 static void transpose(const float *x, long batch, long in, float *h, long stride, long width) {
     long j = 0;
 #ifdef __AVX__
