@@ -102,7 +102,7 @@ def padded_width(batch):
 
 
 # A layer with at least this share of nonzero weights is stored dense (as a compacted unit-pruned net's are): a
-# net pruned to 3/4 ran 13 % faster so than as nonzeros here, one pruned to 1/2 19 % slower.
+# net pruned to 3/4 ran 13 % faster stored dense than as nonzeros here, one pruned to 1/2 19 % slower.
 DENSE_FROM = 0.75
 
 
@@ -112,11 +112,11 @@ def sparse_plan(weights, batch=100):
     panel) and column. Any batch runs on any plan; a larger one than `batch` goes in rounds."""
     threads = torch.get_num_threads()
     width = padded_width(-(-batch // threads))  # one thread's slice of the batch, the rows of its activations
-    smaller, layers, arrays = compact(weights), [], []
+    smaller, layers, arrays, l1 = compact(weights), [], [], l1_bytes()
     for number, weight in enumerate(smaller, 1):
         rows, columns = weight.shape
         nonzeros = int(weight.count_nonzero())
-        l1_panels = -(-columns * 4 * width // l1_bytes())  # panels whose rows of activations fit the L1 cache
+        l1_panels = -(-columns * 4 * width // l1)  # panels whose rows of activations fit the L1 cache
         if nonzeros >= DENSE_FROM * rows * columns:
             arrays.append({"val": weight.float().contiguous()})
             layers.append(Layer(val=arrays[-1]["val"].data_ptr(), rows=rows, columns=columns, panels=l1_panels,
