@@ -219,19 +219,22 @@ def time_forwards(weights, x):
 def time_paths(paths, x):
     """The median and IQR, in ms, of each forward in paths = {name: (forward, layers)} on x, timed in
     interleaved rounds: a slow spell of a shared machine hits every path alike."""
-    timers, calls = {}, {}
+    timers, calls, blocks = {}, {}, {}
     for name, (forward, layers) in paths.items():
         forward(layers, x)  # warm-up, which also compiles the kernel on first use
         start = time.perf_counter()
         forward(layers, x)
-        calls[name] = max(1, round(0.005 / (time.perf_counter() - start)))  # blocks of about 5 ms
+        seconds = time.perf_counter() - start
+        calls[name] = max(1, round(0.005 / seconds))  # blocks of about 5 ms
+        # Three blocks a round, but one for a path slower than 20 ms a call (torch COO at low sparsity), so that
+        # it does not stretch the sweep. Dense on a slow machine (5 ms a call) keeps its three.
+        blocks[name] = 3 if seconds < 0.02 else 1
         timers[name] = benchmark.Timer("forward(layers, x)", globals={"forward": forward, "layers": layers, "x": x},
                                        num_threads=torch.get_num_threads())
     runs = {name: [] for name in paths}
     for _ in range(3):
         for name, timer in timers.items():
-            blocks = 3 if calls[name] > 1 else 1  # a path slower than 5 ms a call gets one block a round
-            runs[name] += [timer.timeit(calls[name]) for _ in range(blocks)]
+            runs[name] += [timer.timeit(calls[name]) for _ in range(blocks[name])]
     row = {}
     for name, measurements in runs.items():
         merged = benchmark.Measurement.merge(measurements)[0]
