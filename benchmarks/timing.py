@@ -59,7 +59,8 @@ def main(argv=None):
                 raise utils.UserError(f"eval.py failed: {done.stderr.strip().splitlines()[-1]}")
             commands.append(shlex.join(["python", "eval.py", *command[2:]]))
             runs.append({path.stem: results.read_rows(path) for path in sorted(run_dir.glob("*.csv"))})
-            hardware = json.loads(next(run_dir.glob("*.json")).read_text())["config"]["machine"]
+            config = json.loads(next(run_dir.glob("*.json")).read_text())["config"]
+            hardware, threads = config["machine"], config["threads"]
 
     rows = []
     for method in runs[0]:
@@ -76,11 +77,11 @@ def main(argv=None):
 
     results.write_csv(out / "timing.csv", rows)
     info = {"command": shlex.join(["python", "benchmarks/timing.py", *(sys.argv[1:] if argv is None else argv)]),
-            **vars(args), "machine": hardware, "runs": commands, "run_seconds": seconds}
+            **vars(args), "machine": hardware, "threads": threads, "runs": commands, "run_seconds": seconds}
     files.write_atomic(out / "timing.json", lambda f: f.write(json.dumps(info, indent=2).encode()))
     timed = {method: [row for row in rows if row["method"] == method] for method in runs[0]}
     note = (f"median of {args.runs} runs of eval.py, bars from min to max | batch {args.timing_batch}, "
-            f"{hardware} | {args.checkpoint}")
+            f"{hardware}, {threads} threads | {args.checkpoint}")
     results.draw_plot(out / "timing.png", {}, None, note, timed)
     print(f"\nwrote {out}/timing.csv, timing.json and timing.png; each eval.py run took "
           f"{statistics.median(seconds):.0f} s (median; {min(seconds):.0f}-{max(seconds):.0f})")

@@ -24,6 +24,7 @@ sys.path.insert(0, str(DOCS.parent))
 import results  # noqa: E402
 import files  # noqa: E402
 import utils  # noqa: E402
+from model import SIZES  # noqa: E402
 from prune import METHODS  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- generated: ([\w:./-]+) -->\n).*?(<!-- end -->)", re.S)
@@ -112,14 +113,42 @@ def speed(method):
     return results.speed_table(timing_rows(method))
 
 
+def timing_info():
+    return json.loads((DOCS / "speed" / "timing.json").read_text())
+
+
+def speed_setup():
+    """The machine the speed tables come from, and how long each timed sweep took there."""
+    info = timing_info()
+    seconds = info["run_seconds"]
+    return (f"Measured on: {info['machine']}, {info['threads']} threads, batch {info['timing_batch']}; "
+            f"`eval.py --sparsity {info['sparsity']}` ran {len(seconds)} times, "
+            f"{duration(statistics.median(seconds))} each (median; {duration(min(seconds))}–{duration(max(seconds))}).")
+
+
+def speed_efficiency():
+    """Multiply-adds per second of dense and of the sparse path (only the nonzero weights it runs, those of the
+    compacted net), and the sparse path's share of its ceiling, at the sparsities where pruning pays most."""
+    dense_macs = sum(a * b for a, b in zip(SIZES, SIZES[1:])) * timing_info()["timing_batch"]
+    lines = []
+    for method in ("weight", "unit"):
+        for row in timing_rows(method):
+            if row["k"] >= 90:
+                sparse_macs = dense_macs / row["compact_flop_ceiling"]
+                lines.append([method, int(row["k"]), f"{dense_macs / row['dense_ms'] / 1e6:.0f}",
+                              f"{sparse_macs / row['sparse_ms'] / 1e6:.0f}", f"{row['sparse_speedup']:.2f}",
+                              f"{row['compact_flop_ceiling']:.1f}",
+                              f"{100 * row['sparse_speedup'] / row['compact_flop_ceiling']:.0f} %"])
+    return results.markdown(["method", "k %", "dense G multiply-adds/s", "sparse G multiply-adds/s", "sparse x",
+                             "ceiling x (compacted)", "share of the ceiling"], lines, text_columns=(0,))
+
+
 def times():
     """Each command's wall time here: the median of its runs, and their range."""
     runs = {}
     with open(DOCS / "times.csv", newline="") as f:
         for name, seconds in csv.reader(f):
             runs.setdefault(name, []).append(float(seconds))
-    timing = json.loads((DOCS / "speed" / "timing.json").read_text())  # eval.py with timing, run by benchmarks/timing.py
-    runs["python eval.py --sparsity all (timings included, 1 checkpoint)"] = timing["run_seconds"]
     return results.markdown(["command", "median", "range", "runs"], text_columns=(0,), rows=[
         [command(name), duration(statistics.median(s)), f"{duration(min(s))}–{duration(max(s))}" if len(s) > 1 else "",
          len(s)]
@@ -137,7 +166,7 @@ def duration(seconds):
 
 
 TABLES = {"accuracy": accuracy, "findings": findings, "global-layers": global_layers, "finetuned": finetuned,
-          "retrained": retrained, "times": times,
+          "retrained": retrained, "times": times, "speed-setup": speed_setup, "speed-efficiency": speed_efficiency,
           **{f"speed-{method}": (lambda method=method: speed(method)) for method in METHODS}}
 
 

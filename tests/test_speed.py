@@ -13,8 +13,8 @@ import utils
 from conftest import run_main
 from eval import main
 from prune import METHODS, prune
-from speed import (compact, compile_kernel, cpu_kernel, csr_kernel_forward, dense_forward, flop_ceiling, sparse_plan,
-                   sparse_path, torch_sparse_forward, transposed)
+from speed import (compact, compile_kernel, cpu_kernel, csr_kernel_forward, dense_forward, flop_ceiling, l1_bytes,
+                   machine, sparse_plan, sparse_path, torch_sparse_forward, transposed)
 from model import MLP
 
 
@@ -110,6 +110,15 @@ def test_the_kernel_gives_the_same_logits_on_any_number_of_threads(threads, monk
         with torch.no_grad():
             torch.testing.assert_close(csr_kernel_forward(plan, x), dense_forward(transposed(weights), x),
                                        rtol=1e-4, atol=1e-4)
+
+
+@needs_compiler
+def test_the_machine_is_named_with_the_vectors_the_kernel_was_built_for_and_its_l1():
+    """A timing says what it ran on: the vectors that -march=native gave the kernel, and the L1 of its panels."""
+    text = machine("cpu")
+    assert f"{os.cpu_count()} CPUs" in text and f"{l1_bytes() // 1024} KB L1d" in text
+    width = cpu_kernel()[0].vector_width()
+    assert ("AVX-512" in text) == (width == 16), (text, width)
 
 
 def test_compact_at_k_zero_keeps_every_shape():
