@@ -234,7 +234,7 @@ def draw_plot(path, results, unpruned, note, timed=None):
         ax.set_xlabel("hidden-layer weights kept (%, log scale)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(textwrap.fill(note, 110 * len(panels)), fontsize=9)
+    fig.suptitle(textwrap.fill(note, 95 * len(panels)), fontsize=9)  # 95 characters of 9 pt fit 7 inches
     fig.tight_layout()
     files.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
