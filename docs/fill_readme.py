@@ -171,9 +171,12 @@ TABLES = {"accuracy": accuracy, "findings": findings, "global-layers": global_la
 
 
 def generate(name):
-    if name.startswith("file:"):
-        return (DOCS.parent / name[len("file:"):]).read_text().strip()
-    return TABLES[name]()
+    try:
+        if name.startswith("file:"):
+            return (DOCS.parent / name[len("file:"):]).read_text().strip()
+        return TABLES[name]()
+    except (OSError, ValueError, KeyError) as e:  # a file of docs/ missing, or from an older make.sh
+        raise utils.UserError(f"cannot make the table {name!r} ({e}): run docs/make.sh")
 
 
 def main(argv=None):
@@ -181,7 +184,10 @@ def main(argv=None):
     parser.add_argument("--readme", type=Path, default=DOCS.parent / "README.md", help="default: %(default)s")
     args = parser.parse_args(argv)
 
-    text = args.readme.read_text()
+    try:
+        text = args.readme.read_text()
+    except OSError as e:
+        raise utils.UserError(f"cannot read {args.readme} ({e.strerror})")
     unknown = [name for _, name, _ in BLOCK.findall(text) if name not in TABLES and not name.startswith("file:")]
     if unknown:
         raise utils.UserError(f"{args.readme} asks for a table this script does not make: {unknown[0]}")
