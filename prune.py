@@ -69,11 +69,13 @@ METHODS = {
 
 
 def masks(model, method, k, seed=0):
-    """The 0/1 masks that METHODS[method] gives the hidden layers of `model` at k percent."""
+    """The 0/1 masks that METHODS[method] gives the hidden layers of `model` at k percent, with every weight
+    that is zero already pruned too: a pruned net that was saved and loaded again stays pruned, whatever the
+    method, and its zeros stay zero while it is fine-tuned."""
     weights = [layer.weight.detach() for layer in model.hidden]
     with torch.random.fork_rng(devices=[]):  # a method's draws are seeded here, and leave no trace outside
         torch.manual_seed(seed)
-        return METHODS[method](weights, k / 100)
+        return [mask * weight.ne(0) for mask, weight in zip(METHODS[method](weights, k / 100), weights)]
 
 
 def apply_masks(model, masks):
