@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-import results
+import checkpoints
 import data
 import files
+import results
 import utils
 from model import MLP
 from prune import METHODS, apply_masks, fresh_init, masks, retrain, sparsity
@@ -53,8 +54,9 @@ def main(argv=None):
     parser.add_argument("--ks", type=parse_ks, default=DEFAULT_KS,
                         help="sparsities to try, comma-separated, in percent of the hidden layers' weights or units")
     parser.add_argument("--checkpoint", nargs="+", default=["model.pt"],
-                        help="what train.py saved; several (the same recipe, other seeds) give the mean accuracy "
-                             "and its standard deviation over them")
+                        help="what train.py saved, or a pruned net that --save kept (pruned further at each k, its "
+                             "zeros kept); several (the same recipe, other seeds) give the mean accuracy and its "
+                             "standard deviation over them")
     parser.add_argument("--timing-batch", type=utils.positive_int, default=100,
                         help="images per forward pass when timing dense against sparse (the first checkpoint's net)")
     parser.add_argument("--no-timing", action="store_true", help="measure accuracy only")
@@ -80,6 +82,10 @@ def main(argv=None):
     parser.add_argument("--results-dir", default="results",
                         help="gets <method>.csv and <method>.json (<method>-finetuned, -rewind, -scratch with --retrain)")
     parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/<method>")
+    parser.add_argument("--save", metavar="DIR", default=argparse.SUPPRESS,
+                        help="keep every pruned (and retrained) net as DIR/<method>-<k>.pt, its nonzeros only "
+                             "(DIR/<checkpoint's file name>/<method>-<k>.pt for several checkpoints); load one with "
+                             "inference.load, or give it to --checkpoint")
     parser.add_argument("--plot", default="plot.png",
                         help="accuracy (and speed) against the weights kept, for every method in --results-dir "
                              "made from the same checkpoints")
@@ -88,20 +94,22 @@ def main(argv=None):
     variant = getattr(args, "retrain", None) or ("finetune" if finetune_epochs else None)
 
     device = utils.pick_device(args.device)
-    models, checkpoints = zip(*(files.load_checkpoint(path, device) for path in args.checkpoint))
-    trained = checkpoints[0].get("config", {})
+    models, saved = zip(*(checkpoints.load(path, device) for path in args.checkpoint))
+    trained = saved[0].get("config", {})
     dataset = trained.get("dataset", "mnist") if args.dataset == CHECKPOINTS else args.dataset
     data_dir = trained.get("data_dir", "data") if args.data_dir == CHECKPOINTS else args.data_dir
-    if len({c.get("config", {}).get("dataset", "mnist") for c in checkpoints}) > 1:
+    if len({c.get("config", {}).get("dataset", "mnist") for c in saved}) > 1:
         raise utils.UserError("the checkpoints were trained on different data sets; compare seeds of one recipe")
     recipe = retrain_recipe(variant, args, finetune_epochs, trained)
-    starts = starting_points(variant, args.checkpoint, models, checkpoints, args.seed, device)
+    starts = starting_points(variant, args.checkpoint, models, saved, args.seed, device)
     test_data = data.load_data(dataset, data_dir, "test", not args.no_download, device)
     train_data = data.load_data(dataset, data_dir, "train", not args.no_download, device) if variant else None
     names = [f"{method}-{VARIANT_NAMES[variant]}" if variant else method for method in args.sparsity]
+    save_dirs = save_folders(getattr(args, "save", None), args.checkpoint)
     files.check_outputs(files=[args.plot, *(Path(args.results_dir) / f"{name}.{end}" for name in names
-                                            for end in ("csv", "json"))],
-                        folders=[args.results_dir, args.logdir])  # after the inputs: bad inputs leave no trace
+                                            for end in ("csv", "json")),
+                               *(folder / net_name(name, k) for folder in save_dirs for name in names for k in args.ks)],
+                        folders=[args.results_dir, args.logdir, *save_dirs])  # after the inputs: bad inputs leave no trace
     timing = not (args.no_timing or variant)
     timing_images = test_data[0][:args.timing_batch]
     if timing and len(timing_images) < args.timing_batch:
@@ -110,9 +118,9 @@ def main(argv=None):
     if sparse == "torch CSR" and torch.device(device).type == "cpu":
         print(f"note: the sparse path is torch CSR, as the C kernel did not build: {cpu_kernel()[1]}")
     command = shlex.join(["python", "eval.py", *(sys.argv[1:] if argv is None else argv)])
-    info = {"sha256": [c["sha256"] for c in checkpoints],
+    info = {"sha256": [c["sha256"] for c in saved],
             "checkpoints": [{"path": path, "seed": c.get("config", {}).get("seed"), "accuracy": c.get("accuracy")}
-                            for path, c in zip(args.checkpoint, checkpoints)],
+                            for path, c in zip(args.checkpoint, saved)],
             "config": {"command": command, **vars(args), "retrain_recipe": recipe, "dataset": dataset,
                        "data_dir": data_dir, "device": device, "checkpoint_config": trained,
                        "torch": str(torch.__version__), "sparse_path": sparse, "machine": machine(device),
@@ -131,7 +139,16 @@ def main(argv=None):
                 for net in pruned:
                     retrain(net, train_data, **recipe, seed=args.seed)
             accuracies[k] = [utils.evaluate(net, test_data) for net in pruned]
-            row |= results.mean_of([sparsity(net) for net in pruned]) | results.spread("accuracy", accuracies[k])
+            measured = [sparsity(net) for net in pruned]
+            row |= results.mean_of(measured) | results.spread("accuracy", accuracies[k])
+            for folder, net, accuracy, zeros, path, checkpoint in zip(save_dirs, pruned, accuracies[k], measured,
+                                                                      args.checkpoint, saved):
+                record = {"method": method, "k": k, "variant": VARIANT_NAMES.get(variant, "one-shot"), "sparsity": zeros,
+                          "source": path, "source_sha256": checkpoint["sha256"], "eval_config": info["config"]}
+                # The checkpoint's recipe, with the data this net was measured on: where a reload looks for it.
+                config = {**checkpoint.get("config", {}), "dataset": dataset, "data_dir": data_dir}
+                checkpoints.save_pruned(folder / net_name(name, k), [layer.weight.detach() for layer in net.layers],
+                                        accuracy, dataset, record, config)
             if timing:
                 with torch.no_grad():
                     row |= time_forwards([layer.weight.detach() for layer in pruned[0].layers], timing_images)
@@ -151,9 +168,27 @@ def main(argv=None):
     note = (f"{dataset}, {len(models)} checkpoint(s): {', '.join(map(os.path.basename, args.checkpoint))}" +
             (f" | timing: batch {args.timing_batch}, {info['config']['machine']}, {torch.get_num_threads()} threads, "
              f"the first checkpoint" if timed else ""))
-    unpruned = statistics.mean(c.get("accuracy", float("nan")) for c in checkpoints)
+    unpruned = statistics.mean(c.get("accuracy", float("nan")) for c in saved)
     results.draw_plot(args.plot, found, unpruned, note, timed)
     print(f"\nwrote {args.results_dir}/, {args.logdir}/ and {args.plot}; see them with: tensorboard --logdir {args.logdir}")
+
+
+def save_folders(folder, paths):
+    """Where --save keeps each checkpoint's pruned nets: in `folder` for one checkpoint, in a folder each,
+    named after its file, for several."""
+    if folder is None:
+        return []
+    if len(paths) == 1:
+        return [Path(folder)]
+    stems = [Path(path).stem for path in paths]
+    if len(set(stems)) < len(stems):
+        raise utils.UserError("--save keeps each checkpoint's nets in a folder named after its file: give the "
+                              "checkpoints different file names")
+    return [Path(folder) / stem for stem in stems]
+
+
+def net_name(name, k):
+    return f"{name}-{k:g}.pt"  # 95 as 95, 99.5 as 99.5
 
 
 def retrain_recipe(variant, args, finetune_epochs, trained):
@@ -171,19 +206,20 @@ def retrain_recipe(variant, args, finetune_epochs, trained):
             "batch_size": batch_size, "l1": trained.get("l1", 0.0), "weight_decay": trained.get("weight_decay", 0.0)}
 
 
-def starting_points(variant, paths, models, checkpoints, seed, device):
+def starting_points(variant, paths, models, saved, seed, device):
     """The weights each checkpoint's pruned net is retrained from: the trained ones (finetune), the ones
     before training (rewind, Frankle & Carbin 2019), or a fresh init drawn from seed and the checkpoint's
     hash, so that each checkpoint gets its own and never its original one (scratch)."""
     if variant == "scratch":
-        return [fresh_init(int(checkpoint["sha256"][:8], 16) + seed, device) for checkpoint in checkpoints]
+        return [fresh_init(int(checkpoint["sha256"][:8], 16) + seed, device) for checkpoint in saved]
     if variant != "rewind":
         return models
     initial = []
-    for path, checkpoint in zip(paths, checkpoints):
+    for path, checkpoint in zip(paths, saved):
         if "initial_state_dict" not in checkpoint:
-            raise utils.UserError(f"{path} holds no initial weights, so it cannot be rewound: train it again with "
-                                  f"train.py, or use --retrain finetune or scratch")
+            what = "is a pruned net, which keeps" if "pruned" in checkpoint else "holds"
+            raise utils.UserError(f"{path} {what} no initial weights, so it cannot be rewound: rewind the checkpoint "
+                                  f"train.py saved, or use --retrain finetune or scratch")
         initial.append(MLP().to(device))
         initial[-1].load_state_dict(checkpoint["initial_state_dict"])
     return initial

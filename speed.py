@@ -170,6 +170,19 @@ def csr_kernel_forward(plan, x):
     return logits
 
 
+def fastest_path(weights, device, batch=100):
+    """(name, forward, layers) of the fastest path for the pruned net `weights` on `device`: csr_kernel.c on
+    the CPU, laid out for `batch` (any other runs too). Without it, the compacted net, dense: on the CPU,
+    torch CSR only where under a tenth of the compacted net's weights are nonzero, as it beat dense from
+    there (README, "Speed"). A GPU, not timed here, gets the compacted net dense, as cuBLAS runs it."""
+    if torch.device(device).type == "cpu" and cpu_kernel()[0]:
+        return "csr_kernel.c", csr_kernel_forward, sparse_plan(weights, batch)
+    smaller = compact(weights)
+    if torch.device(device).type == "cpu" and flop_ceiling(smaller, smaller) > 10:
+        return "torch CSR", torch_sparse_forward, [w.to_sparse_csr() for w in weights]
+    return "compact", dense_forward, transposed(smaller)
+
+
 def compact(weights):
     """The pruned net without its dead units, as a smaller dense net with the same outputs.
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 import data
+import checkpoints
 import files
 import utils
 from model import MLP
@@ -64,7 +65,7 @@ def main(argv=None):
     finally:  # on Ctrl-C or an error too, so that the epochs done so far stay in TensorBoard
         with files.writing(log):
             writer.close()
-    files.save_checkpoint(args.out, model, config, accuracy, initial_state)
+    checkpoints.save(args.out, model, config, accuracy, initial_state)
     print(f"saved {args.out}: test accuracy {accuracy:.2f}% after {time.perf_counter() - start:.0f} s")
 
 

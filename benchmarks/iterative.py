@@ -14,7 +14,7 @@ from torch.nn.utils import prune as torch_prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import data  # noqa: E402
-import files  # noqa: E402
+import checkpoints  # noqa: E402
 import utils  # noqa: E402
 from prune import prune, retrain, sparsity  # noqa: E402
 
@@ -29,7 +29,7 @@ def main(argv=None):
     parser.add_argument("--lr", type=utils.positive_float, default=0.01, help="default: %(default)s")
     args = parser.parse_args(argv)
 
-    model, checkpoint = files.load_checkpoint(args.checkpoint)
+    model, checkpoint = checkpoints.load(args.checkpoint)
     train_data = data.load_data(args.dataset, args.data_dir, "train", download=False)
     test_data = data.load_data(args.dataset, args.data_dir, "test", download=False)
     batch_size = checkpoint["config"].get("batch_size", 128)

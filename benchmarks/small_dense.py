@@ -41,6 +41,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import results  # noqa: E402
 import data  # noqa: E402
+import checkpoints  # noqa: E402
 import files  # noqa: E402
 import utils  # noqa: E402
 from model import MLP, SIZES  # noqa: E402
@@ -107,7 +108,7 @@ def main(argv=None):
     if args.out:
         files.check_writable(Path(args.out).resolve().parent)
 
-    loaded = [files.load_checkpoint(path) for path in args.checkpoint]
+    loaded = [checkpoints.load(path) for path in args.checkpoint]
     config = loaded[0][1]["config"]
     train_data = data.load_data(config["dataset"], config["data_dir"], "train", download=False)
     test_data = data.load_data(config["dataset"], config["data_dir"], "test", download=False)

@@ -110,6 +110,6 @@ def checkpoint(tmp_path, trained):
 
 
 @pytest.fixture
-def checkpoints(trained):
+def seeds(trained):
     """Three checkpoints of the same recipe, seeds 0, 1 and 2 (shared: read them only)."""
     return trained

@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import eval as eval_script
 import train
-import files
+import checkpoints
 import utils
 from conftest import REPO, assert_fails_cleanly, run_main, run_script, write_dataset, write_idx
 from model import MLP
@@ -114,7 +114,7 @@ def test_a_damaged_checkpoint_is_refused_and_nothing_is_written(damage, tmp_path
 
 def test_a_checkpoint_of_another_architecture_names_the_mismatch(tmp_path, data_dir, capsys):
     other = tmp_path / "other.pt"
-    files.save_checkpoint(other, MLP((784, 300, 100, 10)), {"dataset": "mnist"}, 0.0)
+    checkpoints.save(other, MLP((784, 300, 100, 10)), {"dataset": "mnist"}, 0.0)
     result = run_main(eval_script.main, eval_argv(tmp_path, other, data_dir), capsys)
     assert_one_line(result, "another architecture", "layers.0.weight is (300, 784) there, (1000, 784) in the MLP "
                                                     "784-1000-1000-500-200-10")
@@ -213,7 +213,7 @@ def test_a_damaged_idx_file_is_named(how, tmp_path, capsys):
     write_dataset(folder)
     path = damage_idx(folder, how)
     checkpoint = tmp_path / "model.pt"
-    files.save_checkpoint(checkpoint, MLP(), {"dataset": "mnist"}, 0.0)
+    checkpoints.save(checkpoint, MLP(), {"dataset": "mnist"}, 0.0)
     result = run_main(eval_script.main, eval_argv(tmp_path, checkpoint, tmp_path / "data"), capsys)
     assert_one_line(result, str(path))
     assert_nothing_written(tmp_path)
@@ -295,7 +295,7 @@ def test_stopping_training_keeps_the_previous_checkpoint(stop, code, tmp_path, c
     assert stderr.strip().splitlines()[-1] == "interrupted: files from earlier runs are left as they were"
     assert "Traceback" not in stderr
     assert checkpoint.read_bytes() == before
-    files.load_checkpoint(checkpoint)
+    checkpoints.load(checkpoint)
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
     [interrupted_run] = set((tmp_path / "runs").glob("train-*")) - earlier_runs
     events = EventAccumulator(str(interrupted_run))
@@ -308,7 +308,7 @@ def test_stopping_training_keeps_the_previous_checkpoint(stop, code, tmp_path, c
 STALLED_SAVE = """
 import sys, time, torch
 sys.path.insert(0, sys.argv[1])
-import files
+import checkpoints
 from model import MLP
 
 def stalled_save(obj, f):  # writes part of a checkpoint, then hangs until it is killed
@@ -318,7 +318,7 @@ def stalled_save(obj, f):  # writes part of a checkpoint, then hangs until it is
     time.sleep(120)
 
 torch.save = stalled_save
-files.save_checkpoint(sys.argv[2], MLP(), {}, 0.0)
+checkpoints.save(sys.argv[2], MLP(), {}, 0.0)
 """
 
 
@@ -331,7 +331,7 @@ def test_kill_9_while_saving_keeps_the_previous_checkpoint(tmp_path, checkpoint)
     process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
     assert checkpoint.read_bytes() == before
-    model, saved = files.load_checkpoint(checkpoint)
+    model, saved = checkpoints.load(checkpoint)
     assert saved["config"]["epochs"] == 1
 
 

@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import prune
 import data
+import checkpoints
 import files
 import utils
 from conftest import REPO, run_main, run_script, train_tiny, write_dataset
@@ -138,11 +139,11 @@ def test_finetuned_results_get_their_own_csv_and_run_beside_the_one_shot_ones(tm
 
 
 def test_several_checkpoints_give_the_mean_and_standard_deviation_of_their_accuracies(
-        tmp_path, checkpoints, data_dir, capsys):
-    sweep(tmp_path, checkpoints[0], data_dir, capsys, "--checkpoint", *checkpoints, sparsity="weight,random",
+        tmp_path, seeds, data_dir, capsys):
+    sweep(tmp_path, seeds[0], data_dir, capsys, "--checkpoint", *seeds, sparsity="weight,random",
           ks="0,99")
     test_data = data.load_data("mnist", data_dir, "test", download=False)
-    models = [files.load_checkpoint(path)[0] for path in checkpoints]
+    models = [checkpoints.load(path)[0] for path in seeds]
     for method in ("weight", "random"):
         rows = read_csv(tmp_path / "results" / f"{method}.csv")
         info = json.loads((tmp_path / "results" / f"{method}.json").read_text())

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import data
-import files
+import checkpoints
 import utils
 from model import MLP
 from prune import METHODS, mask_smallest, prune, retrain, sparsity
@@ -162,7 +162,7 @@ def splits(data_dir):
 @pytest.mark.parametrize("method, k", [("weight", 50), ("weight", 95), ("unit", 80), ("global", 90), ("random", 90)])
 def test_finetuning_keeps_every_pruned_weight_at_zero_and_trains_the_rest(method, k, checkpoint, splits):
     train_data, _ = splits
-    model, _ = files.load_checkpoint(checkpoint)
+    model, _ = checkpoints.load(checkpoint)
     pruned = prune(model, method, k)
     before = [layer.weight.detach().clone() for layer in pruned.layers]
     sparsity_before = sparsity(pruned)
@@ -178,7 +178,7 @@ def test_finetuning_keeps_every_pruned_weight_at_zero_and_trains_the_rest(method
 
 def test_finetuning_improves_a_heavily_pruned_net(checkpoint, splits):
     train_data, test_data = splits
-    model, _ = files.load_checkpoint(checkpoint)
+    model, _ = checkpoints.load(checkpoint)
     pruned = prune(model, "unit", 90)
     one_shot = utils.evaluate(pruned, test_data)
     retrain(pruned, train_data, epochs=3, lr=0.05, batch_size=32, seed=0)

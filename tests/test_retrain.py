@@ -9,7 +9,7 @@ import torch
 
 import eval as eval_script
 import prune
-import files
+import checkpoints
 from conftest import REPO, assert_fails_cleanly, run_main
 from model import MLP
 
@@ -58,7 +58,7 @@ def test_rewind_starts_from_exactly_the_initial_weights_masked_with_the_checkpoi
         method, tmp_path, checkpoint, data_dir, capsys, retrain_calls):
     result = sweep(tmp_path, checkpoint, data_dir, capsys, "--retrain", "rewind", sparsity=method, ks="50,90")
     assert result.returncode == 0, result.stderr
-    model, saved = files.load_checkpoint(checkpoint)
+    model, saved = checkpoints.load(checkpoint)
     initial = saved["initial_state_dict"]
     for call, k in zip(retrain_calls, (50, 90)):
         expected_masks = prune.masks(model, method, k)
@@ -80,7 +80,7 @@ def test_scratch_starts_from_a_fresh_init_drawn_from_the_seed(tmp_path, checkpoi
     for seed in (0, 0, 1):
         result = sweep(tmp_path, checkpoint, data_dir, capsys, "--retrain", "scratch", "--seed", seed)
         assert result.returncode == 0, result.stderr
-    _, saved = files.load_checkpoint(checkpoint)
+    _, saved = checkpoints.load(checkpoint)
     first, again, other = (call["start"] for call in retrain_calls)
     for i, (start, mask) in enumerate(zip(first, [*retrain_calls[0]["masks"], 1])):
         assert torch.all(start[mask == 0] == 0)
@@ -105,7 +105,7 @@ def test_finetune_keeps_its_own_recipe_and_the_old_flag_still_means_it(
         assert result.returncode == 0, result.stderr
     assert [call["recipe"] for call in retrain_calls] == [
         {"epochs": 1, "lr": 0.01, "batch_size": 32, "seed": 0}, {"epochs": 2, "lr": 0.03, "batch_size": 32, "seed": 0}]
-    model, _ = files.load_checkpoint(checkpoint)
+    model, _ = checkpoints.load(checkpoint)
     assert all(torch.equal(start, weight.detach() * mask) for start, weight, mask in zip(
         retrain_calls[0]["start"], [layer.weight for layer in model.layers], [*retrain_calls[0]["masks"], 1]))
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import data
-import files
+import checkpoints
 import utils
 from conftest import run_main
 from eval import main
@@ -143,7 +143,7 @@ def test_compact_keeps_one_unit_when_a_layer_loses_them_all():
 
 
 def test_compact_model_has_the_pruned_models_accuracy(tmp_path, data_dir, checkpoint):
-    model, _ = files.load_checkpoint(checkpoint)
+    model, _ = checkpoints.load(checkpoint)
     test_data = data.load_data("mnist", data_dir, "test", download=False)
     for k in (50, 80, 90):
         pruned = prune(model, "unit", k)

@@ -4,7 +4,7 @@ import torch
 
 import train
 import data
-import files
+import checkpoints
 import utils
 from conftest import assert_fails_cleanly, run_main, run_script, write_dataset
 from model import MLP
@@ -55,7 +55,7 @@ def test_train_saves_a_checkpoint_that_reloads_to_its_accuracy(tmp_path, data_di
     assert "epoch   2/2" in result.stdout and "saved model.pt" in result.stdout
     checkpoint = torch.load(tmp_path / "model.pt", weights_only=True)
     assert checkpoint["config"]["epochs"] == 2 and checkpoint["config"]["dataset"] == "mnist"
-    model, _ = files.load_checkpoint(tmp_path / "model.pt")
+    model, _ = checkpoints.load(tmp_path / "model.pt")
     test_data = data.load_data("mnist", data_dir, "test", download=False)
     assert utils.evaluate(model, test_data) == checkpoint["accuracy"]
     assert checkpoint["accuracy"] > 50  # the patches are easy: two epochs learn them

@@ -1,0 +1,321 @@
+"""Pruned nets kept by eval.py --save: they reload to the pruned model's logits, prune and fine-tune further
+with their zeros held, run through the fast path, and a damaged or crafted file is refused in one line."""
+import copy
+import csv
+import hashlib
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import checkpoints
+import data
+import eval as eval_script
+import inference
+import prune
+import speed
+import utils
+from conftest import REPO, assert_fails_cleanly, run_main
+from test_bad_input import assert_nothing_written, assert_one_line, eval_argv
+from test_speed import HAS_COMPILER
+
+KS = (0, 50, 99)
+VARIANTS = {"one-shot": [], "finetuned": ["--retrain", "finetune"], "rewind": ["--retrain", "rewind"],
+            "scratch": ["--retrain", "scratch"]}
+
+
+def file_name(method, variant, k):
+    return f"{method}-{k}.pt" if variant == "one-shot" else f"{method}-{variant}-{k}.pt"
+
+
+def sweep_argv(folder, checkpoint, data_dir, *extra, sparsity="all", ks=KS):
+    return ["--sparsity", sparsity, "--ks", ",".join(map(str, ks)), "--no-timing", "--checkpoint", checkpoint,
+            "--data-dir", data_dir, "--no-download", "--results-dir", folder / "results", "--logdir", folder / "runs",
+            "--plot", folder / "plot.png", *extra]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, trained, data_dir):
+    """{variant: (folder, {(method, k): the pruned model eval.py measured})} for the nets that eval.py --save
+    kept of every method at each of KS. The models are caught where eval.py measures their sparsity."""
+    swept = {}
+    for variant, flags in VARIANTS.items():
+        folder, nets = tmp_path_factory.mktemp(variant), []
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(eval_script, "sparsity", lambda net: nets.append(copy.deepcopy(net)) or prune.sparsity(net))
+            eval_script.main([str(a) for a in sweep_argv(folder, trained[0], data_dir, *flags, "--save",
+                                                         folder / "nets")])
+        swept[variant] = folder, dict(zip([(m, k) for m in prune.METHODS for k in KS], nets))
+    return swept
+
+
+def read_csv(path):
+    with open(path) as f:
+        return {int(row["k"]): row for row in csv.DictReader(f)}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_saved_net_reloads_to_the_pruned_models_logits_bit_for_bit(variant, saved, trained, data_dir):
+    folder, nets = saved[variant]
+    images, _ = data.load_data("mnist", data_dir, "test", download=False)
+    source_sha256 = hashlib.sha256(trained[0].read_bytes()).hexdigest()
+    for method in prune.METHODS:
+        name = method if variant == "one-shot" else f"{method}-{variant}"
+        rows = read_csv(folder / "results" / f"{name}.csv")
+        sizes = []
+        for k in KS:
+            path = folder / "nets" / file_name(method, variant, k)
+            model, record = checkpoints.load(path)
+            with torch.no_grad():
+                assert torch.equal(model(images), nets[method, k](images)), path
+            assert record["accuracy"] == float(rows[k]["accuracy"]) == utils.evaluate(model, (images, _))
+            assert record["pruned"]["sparsity"] == prune.sparsity(nets[method, k])
+            assert {key: record["pruned"][key] for key in ("method", "k", "variant", "source_sha256")} == {
+                "method": method, "k": k, "variant": variant, "source_sha256": source_sha256}
+            assert record["dataset"] == {"name": "mnist", "mean": 0.1307, "std": 0.3081}
+            assert record["config"]["epochs"] == 1  # the recipe of the checkpoint it came from
+            plain = torch.load(path, weights_only=True)  # no code of this repo needed
+            assert plain["written_by"] == "eval.py --save" and len(plain["hidden"]) == 4
+            sizes.append(path.stat().st_size)
+        assert sizes == sorted(sizes, reverse=True) and sizes[-1] < sizes[0] / 10, (method, sizes)
+
+
+def test_a_file_at_99_percent_holds_only_its_nonzeros(saved):
+    path = saved["one-shot"][0] / "nets" / "weight-99.pt"
+    hidden = torch.load(path, weights_only=True)["hidden"]
+    nonzeros = sum(round(0.01 * rows * columns) for rows, columns in ((1000, 784), (1000, 1000), (500, 1000),
+                                                                      (200, 500)))
+    assert sum(len(layer["values"]) for layer in hidden) == nonzeros
+    dense_bytes = 4 * sum(rows * columns for rows, columns in ((1000, 784), (1000, 1000), (500, 1000), (200, 500),
+                                                               (10, 200)))
+    assert path.stat().st_size < 0.05 * dense_bytes
+    assert torch.load(saved["one-shot"][0] / "nets" / "weight-0.pt", weights_only=True)["hidden"][0].keys() == {"dense"}
+
+
+@pytest.mark.parametrize("retrain", [[], ["--retrain", "finetune"]], ids=["pruned further", "fine-tuned"])
+def test_a_loaded_net_pruned_further_or_fine_tuned_keeps_every_zero(retrain, saved, data_dir, tmp_path):
+    path = saved["one-shot"][0] / "nets" / "weight-50.pt"  # scattered zeros, which unit and random pruning miss
+    loaded, record = checkpoints.load(path)
+    eval_script.main([str(a) for a in sweep_argv(tmp_path, path, data_dir, *retrain, "--save", tmp_path / "nets",
+                                                 ks=(0, 50, 90))])
+    zeros = [layer.weight == 0 for layer in loaded.hidden]
+    suffix = "-finetuned" if retrain else ""
+    for method in prune.METHODS:
+        rows = read_csv(tmp_path / "results" / f"{method}{suffix}.csv")
+        for k in (0, 50, 90):
+            further, _ = checkpoints.load(tmp_path / "nets" / f"{method}{suffix}-{k}.pt")
+            for was_zero, layer in zip(zeros, further.hidden):
+                assert (layer.weight[was_zero] == 0).all(), (method, k)
+            if k == 0 and not retrain:  # the net as it was saved
+                assert float(rows[0]["accuracy"]) == record["accuracy"]
+                assert float(rows[0]["sparsity"]) == pytest.approx(record["pruned"]["sparsity"]["sparsity"], abs=1e-6)
+        if method in ("weight", "global"):  # the counts round as for any net: exactly 90 % of the weights
+            assert float(rows[90]["sparsity"]) == pytest.approx(90, abs=1e-6)
+
+
+def test_a_saved_net_is_timed_like_a_checkpoint(saved, data_dir, tmp_path, capsys):
+    path = saved["one-shot"][0] / "nets" / "weight-99.pt"
+    argv = [a for a in sweep_argv(tmp_path, path, data_dir, sparsity="weight", ks=(0,)) if a != "--no-timing"]
+    result = run_main(eval_script.main, [*argv, "--timing-batch", 20], capsys)
+    assert result.returncode == 0, result.stderr
+    row = read_csv(tmp_path / "results" / "weight.csv")[0]
+    assert float(row["sparsity"]) == pytest.approx(99, abs=1e-9) and float(row["sparse_ms"]) > 0
+    assert float(row["flop_ceiling"]) > 50
+
+
+def test_rewinding_a_saved_net_says_why_it_cannot(saved, data_dir, tmp_path, capsys):
+    path = saved["one-shot"][0] / "nets" / "weight-50.pt"
+    result = run_main(eval_script.main, eval_argv(tmp_path, path, data_dir, "--retrain", "rewind"), capsys)
+    assert_one_line(result, f"{path} is a pruned net, which keeps no initial weights, so it cannot be rewound")
+    assert_nothing_written(tmp_path)
+
+
+def test_save_is_checked_before_any_work(checkpoint, data_dir, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file where the folder would go\n")
+    result = run_main(eval_script.main, eval_argv(tmp_path, checkpoint, data_dir, "--save", tmp_path / "taken"), capsys)
+    assert_one_line(result, "cannot write to", "taken")
+    (tmp_path / "nets" / "weight-90.pt").mkdir(parents=True)
+    result = run_main(eval_script.main, eval_argv(tmp_path, checkpoint, data_dir, "--save", tmp_path / "nets"), capsys)
+    assert_one_line(result, f"cannot write {tmp_path / 'nets' / 'weight-90.pt'}: it is a folder")
+    assert_nothing_written(tmp_path)
+
+
+def test_several_checkpoints_are_saved_a_folder_each_named_after_their_files(seeds, data_dir, tmp_path, capsys):
+    argv = sweep_argv(tmp_path, seeds[0], data_dir, "--checkpoint", *seeds, "--save", tmp_path / "nets",
+                      sparsity="weight", ks=(90,))
+    assert run_main(eval_script.main, argv, capsys).returncode == 0
+    for seed in seeds:
+        record = checkpoints.load(tmp_path / "nets" / seed.stem / "weight-90.pt")[1]
+        assert record["pruned"]["source_sha256"] == hashlib.sha256(seed.read_bytes()).hexdigest()
+    twin = tmp_path / "other" / seeds[0].name
+    twin.parent.mkdir()
+    twin.write_bytes(seeds[1].read_bytes())
+    argv = sweep_argv(tmp_path / "again", seeds[0], data_dir, "--checkpoint", seeds[0], twin, "--save", tmp_path / "x")
+    assert_one_line(run_main(eval_script.main, argv, capsys), "give the checkpoints different file names")
+
+
+# The fast path of a loaded net, in the user's own code.
+
+BATCHES = (1, 2, 7, 15, 16, 17, 100, 130, 1001)
+
+
+@pytest.mark.parametrize("compiler", ["cc", "none"], ids=["kernel", "no compiler"])
+def test_a_loaded_net_runs_the_fast_path_to_the_pruned_models_logits(compiler, saved, tmp_path, monkeypatch):
+    if compiler == "cc" and not HAS_COMPILER:
+        pytest.skip("no C compiler to build csr_kernel.c")
+    if compiler == "none":
+        monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    folder, nets = saved["one-shot"]
+    for method in prune.METHODS:
+        for k in (50, 99):
+            net = inference.load(folder / "nets" / f"{method}-{k}.pt", device="cpu")
+            if compiler == "cc":
+                assert net.path == "csr_kernel.c"
+            elif (method, k) in (("weight", 99), ("unit", 99), ("weight", 50)):  # few units left dead, or most
+                assert net.path == {("weight", 99): "torch CSR", ("unit", 99): "compact", ("weight", 50): "compact"}[
+                    method, k]
+            for batch in BATCHES:
+                x = torch.randn(batch, 784)
+                with torch.no_grad():
+                    expected = nets[method, k](x)
+                torch.testing.assert_close(net(x), expected, rtol=1e-4, atol=1e-4, msg=f"{method} {k} {batch}")
+    with pytest.raises(ValueError, match=r"expected images \[batch, 784\], got \[3, 500\]"):
+        net(torch.randn(3, 500))  # the kernel reads 784 columns a row: a narrower input is refused first
+
+
+def test_the_readme_block_runs_and_gives_the_saved_accuracy(saved, data_dir, tmp_path):
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    [block] = [b for b in blocks if "inference.load(" in b]
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "weight-95.pt").write_bytes((saved["one-shot"][0] / "nets" / "weight-99.pt").read_bytes())
+    (tmp_path / "data").symlink_to(data_dir)
+    result = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    measured, recorded = map(float, re.findall(r"(\d+\.\d+) %", result.stdout))
+    assert measured == recorded == checkpoints.load(tmp_path / "nets" / "weight-95.pt")[1]["accuracy"]
+
+
+# Damaged or crafted files: each refused in one line naming the file and the fault, before any work.
+
+def set_in(layer, key, value):
+    layer[key] = value
+
+
+def changed(tensor, index, value):
+    tensor = tensor.clone()
+    tensor[index] = value
+    return tensor
+
+
+LAYER = 1  # hidden layer 2 (from 1), 1000 x 1000, stored in CSR at 50 %
+DAMAGES = {
+    "three hidden layers": (lambda net: net.update(hidden=net["hidden"][:3]),
+                            "another architecture: the number of hidden layers is 3 there, 4 in the MLP"),
+    "a layer of another shape": (lambda net: set_in(net["hidden"][LAYER], "shape", [300, 1000]),
+                                 "another architecture: hidden layer 2 is [300, 1000] there, [1000, 1000] in the MLP"),
+    "a dense layer of another shape": (lambda net: net["hidden"].__setitem__(0, {"dense": torch.zeros(300, 784)}),
+                                       "another architecture: hidden layer 1 is 300x784 there, 1000x784 in the MLP"),
+    "logits of another shape": (lambda net: net.update(logits=torch.zeros(10, 100)),
+                                "another architecture: the logits layer is 10x100 there, 10x200 in the MLP"),
+    "crow_indices one short": (lambda net: set_in(net["hidden"][LAYER], "crow_indices",
+                                                  net["hidden"][LAYER]["crow_indices"][:-1]),
+                               "hidden layer 2's crow_indices has 1000 entries, not rows + 1 = 1001"),
+    "crow_indices not from 0": (lambda net: set_in(net["hidden"][LAYER], "crow_indices",
+                                                   net["hidden"][LAYER]["crow_indices"] + 1),
+                                "hidden layer 2's crow_indices do not start at 0 and rise by 0 to 1000 a row"),
+    "crow_indices falling": (lambda net: set_in(net["hidden"][LAYER], "crow_indices",
+                                                changed(net["hidden"][LAYER]["crow_indices"], 5, 0)),
+                             "hidden layer 2's crow_indices do not start at 0 and rise by 0 to 1000 a row"),
+    "crow_indices of too many nonzeros": (lambda net: set_in(net["hidden"][LAYER], "crow_indices",
+                                                             changed(net["hidden"][LAYER]["crow_indices"], -1, 10**6)),
+                                          "hidden layer 2's crow_indices do not start at 0 and rise by 0 to 1000"),
+    "a value missing": (lambda net: set_in(net["hidden"][LAYER], "values", net["hidden"][LAYER]["values"][:-1]),
+                        "hidden layer 2 has 500000 nonzeros by its crow_indices, 500000 col_indices and 499999 values"),
+    "a column too large": (lambda net: set_in(net["hidden"][LAYER], "col_indices",
+                                              changed(net["hidden"][LAYER]["col_indices"], 7, 1000)),
+                           "hidden layer 2's col_indices leave the range 0 to 999"),
+    "a negative column": (lambda net: set_in(net["hidden"][LAYER], "col_indices",
+                                             changed(net["hidden"][LAYER]["col_indices"], 7, -3)),
+                          "hidden layer 2's col_indices leave the range 0 to 999"),
+    "a column twice in a row": (lambda net: set_in(net["hidden"][LAYER], "col_indices",
+                                                   changed(net["hidden"][LAYER]["col_indices"], 1,
+                                                           int(net["hidden"][LAYER]["col_indices"][0]))),
+                                "hidden layer 2's col_indices do not increase within each row"),
+    "columns out of order": (lambda net: set_in(net["hidden"][LAYER], "col_indices",
+                                                net["hidden"][LAYER]["col_indices"].flip(0).contiguous()),
+                             "hidden layer 2's col_indices do not increase within each row"),
+    "int64 columns": (lambda net: set_in(net["hidden"][LAYER], "col_indices", net["hidden"][LAYER]["col_indices"].long()),
+                      "hidden layer 2's col_indices is torch.int64, not torch.int16"),
+    "crow_indices of two dimensions": (lambda net: set_in(net["hidden"][LAYER], "crow_indices",
+                                                          net["hidden"][LAYER]["crow_indices"][None]),
+                                       "hidden layer 2's crow_indices has 2 dimensions, not 1"),
+    "values as a sparse tensor": (lambda net: set_in(net["hidden"][LAYER], "values",
+                                                     net["hidden"][LAYER]["values"].to_sparse()),
+                                  "hidden layer 2's values is not a plain tensor"),
+    "crow_indices as a list": (lambda net: set_in(net["hidden"][LAYER], "crow_indices",
+                                                  net["hidden"][LAYER]["crow_indices"].tolist()),
+                               "hidden layer 2's crow_indices is not a plain tensor"),
+    "values of stride 0": (lambda net: set_in(net["hidden"][LAYER], "values",
+                                              torch.ones(1).expand(len(net["hidden"][LAYER]["values"]))),
+                           "hidden layer 2's values is not contiguous"),
+    "a layer missing its columns": (lambda net: net["hidden"][LAYER].pop("col_indices"),
+                                    "hidden layer 2 holds ['crow_indices', 'shape', 'values'], not shape"),
+    "a layer that is a tensor": (lambda net: net["hidden"].__setitem__(LAYER, torch.zeros(1000, 1000)),
+                                 "hidden layer 2 is not a dict"),
+    "a NaN value": (lambda net: set_in(net["hidden"][LAYER], "values",
+                                       changed(net["hidden"][LAYER]["values"], 3, math.nan)),
+                    "hidden layer 2's values holds values that are not finite (NaN or inf)"),
+    "an inf in the logits layer": (lambda net: net.update(logits=changed(net["logits"], (0, 0), math.inf)),
+                                   "the logits layer holds values that are not finite (NaN or inf)"),
+    "a NaN in a dense layer": (lambda net: net["hidden"].__setitem__(0, {"dense": torch.full((1000, 784), math.nan)}),
+                               "hidden layer 1 holds values that are not finite (NaN or inf)"),
+    "no accuracy": (lambda net: net.pop("accuracy"), "its record's 'accuracy' is missing, or not a finite number"),
+    "an accuracy of NaN": (lambda net: net.update(accuracy=math.nan),
+                           "its record's 'accuracy' is missing, or not a finite number"),
+    "no method": (lambda net: net["pruned"].pop("method"), "its record's 'method' is missing, or not text"),
+    "another data set": (lambda net: net["dataset"].update(name="cifar10"),
+                         "its data set 'cifar10' is not one of mnist, fashion-mnist with its normalisation"),
+}
+
+
+@pytest.mark.parametrize("damage", [*DAMAGES, "truncated"])
+def test_a_damaged_saved_net_is_refused_in_one_line_before_any_work(damage, saved, data_dir, tmp_path, capsys,
+                                                                    monkeypatch):
+    good = saved["one-shot"][0] / "nets" / "weight-50.pt"
+    bad = tmp_path / "bad.pt"
+    if damage == "truncated":
+        bad.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
+        expected = f"{bad} is not a readable checkpoint (truncated"
+    else:
+        net = torch.load(good, weights_only=True)
+        change, fault = DAMAGES[damage]
+        change(net)
+        torch.save(net, bad)
+        expected = f"{bad} {'holds' if 'another architecture' in fault else 'is a damaged pruned net:'} {fault}"
+    run_data = tmp_path / "run"
+    result = run_main(eval_script.main, eval_argv(run_data, bad, data_dir), capsys)
+    assert expected in assert_one_line(result)
+    assert_nothing_written(run_data)
+
+    def never(*args):
+        raise AssertionError("the fast path was built from a file that was not checked")
+    monkeypatch.setattr(speed, "sparse_plan", never)
+    with pytest.raises(utils.UserError) as refused:
+        inference.load(bad)
+    assert expected in f"error: {refused.value}" and "\n" not in str(refused.value)
+
+
+def test_a_saved_net_that_would_run_code_is_refused(saved, tmp_path, data_dir, capsys):
+    import test_bad_input
+    bad, marker = tmp_path / "bad.pt", tmp_path / "ran"
+    net = torch.load(saved["one-shot"][0] / "nets" / "weight-50.pt", weights_only=True)
+    net["pruned"]["note"] = test_bad_input.RunsCode(str(marker))
+    torch.save(net, bad)
+    result = run_main(eval_script.main, eval_argv(tmp_path / "run", bad, data_dir), capsys)
+    assert_fails_cleanly(result, "was refused: loading it would run code")
+    assert not marker.exists()
