@@ -45,6 +45,7 @@ done
 timed "python benchmarks/small_dense.py --checkpoint (3 checkpoints)" \
     python benchmarks/small_dense.py --checkpoint "${SEEDS[@]}" --out docs/small_dense.md
 python benchmarks/timing.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/speed
+python benchmarks/saved.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/saved.md
 
 python benchmarks/iterative.py --dataset fashion-mnist --checkpoint checkpoints/seed0.pt > docs/iterative.md
 python benchmarks/recipes.py --dataset fashion-mnist > docs/recipes.md
