@@ -150,8 +150,7 @@ def check_weights(path, state, model):
     found = {name: tuple(t.shape) for name, t in state.items() if torch.is_tensor(t)}
     if found != expected:
         name = next(n for n in sorted(expected.keys() | found.keys()) if expected.get(n) != found.get(n))
-        raise UserError(f"{path} holds another architecture: {name} is {found.get(name, 'missing')} there, "
-                        f"{expected.get(name, 'absent')} in the MLP {'-'.join(map(str, SIZES))}")
+        raise architecture_error(path, name, found.get(name, "missing"), expected.get(name, "absent"))
     not_finite = next((name for name, t in state.items() if torch.is_tensor(t) and not torch.isfinite(t).all()), None)
     if not_finite:
         raise UserError(f"{path} holds weights that are not finite (NaN or inf in {not_finite}), as a run that "
