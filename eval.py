@@ -1,6 +1,7 @@
 """Prune the trained MLP to each sparsity k and measure its test accuracy, and its speed dense against sparse."""
 import argparse
 import os
+import re
 import shlex
 import statistics
 import sys
@@ -36,13 +37,15 @@ def parse_methods(text):
 
 
 def parse_ks(text):
+    """Sparsities in percent, from 0 to below 100 with at most one decimal (99.5); a whole one as an int."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("expected a comma-separated list such as 0,50,90, got nothing")
+        raise argparse.ArgumentTypeError("expected a comma-separated list such as 0,50,90,99.5, got nothing")
     ks = []
     for item in text.split(","):
-        if not item.strip().isdigit() or not 0 <= int(item) < 100:
-            raise argparse.ArgumentTypeError(f"expected whole numbers from 0 to 99, got {item.strip()!r}")
-        ks.append(int(item))
+        if not re.fullmatch(r"\d+(\.\d)?", item.strip()) or not 0 <= float(item) < 100:
+            raise argparse.ArgumentTypeError(f"expected numbers from 0 to below 100 with at most one decimal "
+                                             f"(99.5), got {item.strip()!r}")
+        ks.append(results.as_k(item))
     return sorted(set(ks))
 
 
@@ -52,7 +55,8 @@ def main(argv=None):
                         help=f"the pruning method: one of {', '.join(METHODS)}, a comma-separated list of them, "
                              f"both (weight,unit) or all")
     parser.add_argument("--ks", type=parse_ks, default=DEFAULT_KS,
-                        help="sparsities to try, comma-separated, in percent of the hidden layers' weights or units")
+                        help="sparsities to try, comma-separated, in percent of the hidden layers' weights or units: from 0 to "
+                             "below 100, with at most one decimal (99.5, 99.8)")
     parser.add_argument("--checkpoint", nargs="+", default=["model.pt"],
                         help="what train.py saved, or a pruned net that --save kept (pruned further at each k, its "
                              "zeros kept); several (the same recipe, other seeds) give the mean accuracy and its "

@@ -45,7 +45,8 @@ def mean_of(dicts):
 
 def markdown_table(rows):
     columns = [(c, heading) for c, heading in TABLE if c in rows[0]]
-    return markdown([heading for _, heading in columns], [[format_number(row[c]) for c, _ in columns] for row in rows])
+    return markdown([heading for _, heading in columns],
+                    [[f"{row[c]:g}" if c == "k" else format_number(row[c]) for c, _ in columns] for row in rows])
 
 
 def markdown(header, rows, text_columns=()):
@@ -67,7 +68,7 @@ def speed_table(rows):
             return f"{row[column]:.1f}"
         return f"{row[column]:.2f} ({row[column + '_min']:.2f}–{row[column + '_max']:.2f})"
     return markdown(["k %", *(heading for _, heading in SPEED_COLUMNS)],
-                    [[int(row["k"]), *(cell(row, c) for c, _ in SPEED_COLUMNS)] for row in rows])
+                    [[f"{row['k']:g}", *(cell(row, c) for c, _ in SPEED_COLUMNS)] for row in rows])
 
 
 def format_number(value):
@@ -112,10 +113,17 @@ def read_results(results_dir, checkpoints):
     return found, others
 
 
+def as_k(text):
+    """A sparsity k as eval.py keeps it: an int where it is whole (95), a float where not (99.5)."""
+    k = float(text)
+    return int(k) if k.is_integer() else k
+
+
 def read_rows(path):
-    """The rows of a results CSV as numbers; ValueError if it is not one."""
+    """The rows of a results CSV as numbers, k as as_k gives it; ValueError if it is not one."""
     with open(path, newline="") as f:
-        rows = [{column: float(value) for column, value in row.items()} for row in csv.DictReader(f)]
+        rows = [{column: as_k(value) if column == "k" else float(value) for column, value in row.items()}
+                for row in csv.DictReader(f)]
     if not rows or not {"k", "sparsity", "accuracy"} <= set(rows[0]) or not all(map(math.isfinite, rows[0].values())):
         raise ValueError(f"{path} is not a results table")
     return rows
@@ -128,6 +136,11 @@ def tensorboard_tag(column):
     group = ("sparsity" if "sparsity" in column else "one_shot" if column.startswith("one_shot") else
              "seeds" if column.startswith("accuracy") else "speed")
     return f"{group}/{column}"
+
+
+def tensorboard_step(k):
+    """TensorBoard's steps are whole numbers, so k goes in tenths of a percent: 950 is 95 %, 995 is 99.5 %."""
+    return round(10 * k)
 
 
 def write_tensorboard(run_dir, rows):
@@ -146,7 +159,7 @@ def write_tensorboard(run_dir, rows):
                 for row in rows:
                     for column, value in row.items():
                         if column != "k":
-                            writer.add_scalar(tensorboard_tag(column), value, row["k"])
+                            writer.add_scalar(tensorboard_tag(column), value, tensorboard_step(row["k"]))
             while new.exists():
                 olds.append(run_dir.with_name(f".{run_dir.name}.{os.getpid()}.old{len(olds)}"))
                 with contextlib.suppress(FileNotFoundError):  # none yet, or another sweep moved it
@@ -166,11 +179,12 @@ def write_tensorboard(run_dir, rows):
 
 # The plot. x is the percentage of the hidden layers' weights kept, on a log scale, as pruning papers draw
 # it: the range from 90 to 99 % sparsity, where methods part ways, gets as much room as 0 to 90 %.
-KEPT_TICKS = [100, 50, 20, 10, 5, 3, 2, 1]
+KEPT_TICKS = [100, 50, 20, 10, 5, 3, 2, 1, 0.5, 0.2, 0.1]
+FEWEST_KEPT = 0.05  # where 100 % sparsity is drawn: a log axis cannot show 0
 
 
 def percent_kept(rows):
-    return [max(100 - row["sparsity"], 0.5) for row in rows]  # never 0: a log axis cannot show it
+    return [max(100 - row["sparsity"], FEWEST_KEPT) for row in rows]
 
 
 def plot_accuracy(ax, results, unpruned):
@@ -220,6 +234,8 @@ def draw_plot(path, results, unpruned, note, timed=None):
     from matplotlib.ticker import FixedLocator, NullLocator
 
     panels = [panel for panel in (results and "accuracy", timed and "speed") if panel]
+    curves = [rows for _, rows in results.values()] + list((timed or {}).values())
+    least_kept = min(min(percent_kept(rows)) for rows in curves) if curves else 1
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5.5), squeeze=False)
     for ax, panel in zip(axes.flat, panels):
         if panel == "accuracy":
@@ -230,7 +246,7 @@ def draw_plot(path, results, unpruned, note, timed=None):
         ax.xaxis.set_major_locator(FixedLocator(KEPT_TICKS))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticklabels([f"{t}" for t in KEPT_TICKS])
-        ax.set_xlim(110, 0.8)  # pruning runs left to right
+        ax.set_xlim(110, min(0.8, 0.8 * least_kept))  # pruning runs left to right, as far as the curves go
         ax.set_xlabel("hidden-layer weights kept (%, log scale)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

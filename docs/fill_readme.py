@@ -34,7 +34,7 @@ def read(name):
     """The rows of docs/results/<name>.csv by k."""
     path = DOCS / "results" / f"{name}.csv"
     try:
-        return {int(row["k"]): row for row in results.read_rows(path)}
+        return {row["k"]: row for row in results.read_rows(path)}
     except (OSError, ValueError) as e:
         raise utils.UserError(f"cannot read {path} ({e}): run docs/make.sh")
 
@@ -135,7 +135,7 @@ def speed_efficiency():
         for row in timing_rows(method):
             if row["k"] >= 90:
                 sparse_macs = dense_macs / row["compact_flop_ceiling"]
-                lines.append([method, int(row["k"]), f"{dense_macs / row['dense_ms'] / 1e6:.0f}",
+                lines.append([method, f"{row['k']:g}", f"{dense_macs / row['dense_ms'] / 1e6:.0f}",
                               f"{sparse_macs / row['sparse_ms'] / 1e6:.0f}", f"{row['sparse_speedup']:.2f}",
                               f"{row['compact_flop_ceiling']:.1f}",
                               f"{100 * row['sparse_speedup'] / row['compact_flop_ceiling']:.0f} %"])

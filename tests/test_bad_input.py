@@ -66,14 +66,16 @@ def test_an_unknown_choice_or_flag_is_a_usage_error(script, argv, words, capsys)
     assert result.stderr.startswith("usage:")
 
 
-# --ks empty, non-numeric, 100, -5: a clear error naming the bad value
+# --ks empty, non-numeric, 100, -5, two decimals: a clear error naming the bad value
 
 @pytest.mark.parametrize("ks, words", [
     ("", ["--ks", "got nothing"]),
     ("50,abc", ["--ks", "'abc'"]),
     ("50,100", ["--ks", "'100'"]),
     ("-5", ["--ks", "'-5'"]),
-    ("12.5", ["--ks", "'12.5'"]),
+    ("12.55", ["--ks", "'12.55'"]),
+    ("1e1", ["--ks", "'1e1'"]),
+    ("99.95", ["--ks", "at most one decimal", "'99.95'"]),
 ])
 def test_a_bad_k_is_named(ks, words, capsys):
     result = run_main(eval_script.main, ["--sparsity", "weight", "--ks", ks], capsys)
@@ -468,5 +470,5 @@ def test_two_sweeps_into_the_same_folders_at_once_both_finish_with_whole_files(t
     json.loads((tmp_path / "results" / "weight.json").read_text())
     events = EventAccumulator(str(tmp_path / "runs" / "weight"))
     events.Reload()
-    assert [e.step for e in events.Scalars("accuracy")] == [0, 50, 90]
+    assert [e.step for e in events.Scalars("accuracy")] == [0, 500, 900]  # k in tenths of a percent
     assert [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")] == []

@@ -50,7 +50,7 @@ def test_eval_writes_a_table_csv_tensorboard_run_and_plot(tmp_path, checkpoint, 
         assert {"k", "sparsity", "total_sparsity", "accuracy"} <= set(rows[0])
         assert [round(float(r["sparsity"])) for r in rows] == ks  # the achieved sparsity, measured
         assert f"| {rows[-1]['accuracy'][:4]}" in result.stdout  # the printed table has the same numbers
-        assert accuracy_points(tmp_path / "runs" / method) == [(int(r["k"]), float(r["accuracy"])) for r in rows]
+        assert accuracy_points(tmp_path / "runs" / method) == [(10 * int(r["k"]), float(r["accuracy"])) for r in rows]
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -84,7 +84,7 @@ def test_a_toy_method_named_in_methods_runs_the_whole_sweep(tmp_path, checkpoint
     assert "first-rows pruning" in result.stdout
     rows = read_csv(tmp_path / "results" / "first-rows.csv")
     assert [round(float(r["sparsity"])) for r in rows] == [0, 50]
-    assert accuracy_points(tmp_path / "runs" / "first-rows") == [(int(r["k"]), float(r["accuracy"])) for r in rows]
+    assert accuracy_points(tmp_path / "runs" / "first-rows") == [(10 * int(r["k"]), float(r["accuracy"])) for r in rows]
 
 
 def test_the_unpruned_row_reproduces_the_checkpoint_accuracy(tmp_path, checkpoint, data_dir, capsys):
@@ -110,7 +110,7 @@ def test_running_a_method_again_replaces_its_curve(tmp_path, checkpoint, data_di
         sweep(tmp_path, checkpoint, data_dir, capsys, sparsity="unit", ks=ks)
     run_dir = tmp_path / "runs" / "unit"
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
-    assert [step for step, _ in accuracy_points(run_dir)] == [0, 25, 50, 90]
+    assert [step for step, _ in accuracy_points(run_dir)] == [0, 250, 500, 900]  # k in tenths of a percent
     assert [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")] == []  # no temporary runs
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["unit.csv", "unit.json"]
 

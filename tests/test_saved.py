@@ -84,6 +84,30 @@ def test_a_saved_net_reloads_to_the_pruned_models_logits_bit_for_bit(variant, sa
         assert sizes == sorted(sizes, reverse=True) and sizes[-1] < sizes[0] / 10, (method, sizes)
 
 
+def test_a_decimal_k_is_swept_saved_and_reloaded_exactly(trained, data_dir, tmp_path):
+    eval_script.main([str(a) for a in sweep_argv(tmp_path, trained[0], data_dir, "--save", tmp_path / "nets",
+                                                 sparsity="weight,global", ks=(99, 99.5, 99.8))])
+    model, _ = checkpoints.load(trained[0])
+    images, _ = data.load_data("mnist", data_dir, "test", download=False)
+    for method in ("weight", "global"):
+        rows = read_csv_rows(tmp_path / "results" / f"{method}.csv")
+        assert [row["k"] for row in rows] == ["99", "99.5", "99.8"]
+        for k in (99.5, 99.8):
+            loaded, record = checkpoints.load(tmp_path / "nets" / f"{method}-{k}.pt")
+            pruned = prune.prune(model, method, k)
+            with torch.no_grad():
+                assert torch.equal(loaded(images), pruned(images))
+            zeros = sum(int((layer.weight == 0).sum()) for layer in loaded.hidden)
+            counts = [layer.weight.numel() for layer in loaded.hidden]
+            expected = (sum(round(k / 100 * n) for n in counts) if method == "weight" else round(k / 100 * sum(counts)))
+            assert zeros == expected and record["pruned"]["k"] == k
+
+
+def read_csv_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
 def test_a_file_at_99_percent_holds_only_its_nonzeros(saved):
     path = saved["one-shot"][0] / "nets" / "weight-99.pt"
     hidden = torch.load(path, weights_only=True)["hidden"]
