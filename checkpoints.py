@@ -33,10 +33,10 @@ from utils import UserError
 PRUNED = {"written_by": "eval.py --save", "format": 1}  # what marks a file as a pruned net
 
 
-def save(path, model, config, accuracy, initial_state=None):
-    """train.py's checkpoint: the trained weights, the config and test accuracy, and the weights at
-    initialisation (which rewinding a pruned net needs)."""
-    checkpoint = {"state_dict": model.state_dict(), "config": config, "accuracy": accuracy}
+def save(path, model, config, accuracy, initial_state=None, **measured):
+    """train.py's checkpoint: the trained weights, the config and test accuracy, the weights at initialisation
+    (which rewinding a pruned net needs), and numbers `measured` beside (a sparse method's natural_sparsity)."""
+    checkpoint = {"state_dict": model.state_dict(), "config": config, "accuracy": accuracy, **measured}
     if initial_state is not None:
         checkpoint["initial_state_dict"] = initial_state
     files.write_atomic(path, lambda f: torch.save(checkpoint, f))

@@ -73,6 +73,10 @@ def non_negative_float(text):
     return parse_number(text, float, lambda value: 0 <= value < math.inf, "a number >= 0")
 
 
+def percent_below_100(text):
+    return parse_number(text, float, lambda value: 0 <= value < 100, "a percentage from 0 to below 100")
+
+
 def parse_number(text, kind, is_valid, expected):
     try:
         value = kind(text)
@@ -111,12 +115,14 @@ def sgd(model, lr, steps, weight_decay=0.0):
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
 
 
-def train_epoch(model, data, optimizer, batch_size, generator, scheduler=None, l1=0.0, desc="train", loss_fn=None):
+def train_epoch(model, data, optimizer, batch_size, generator, scheduler=None, l1=0.0, desc="train", loss_fn=None,
+                after_step=None):
     """One pass over data = (images, labels) in an order drawn from `generator`; the mean loss.
 
     l1 adds l1 * sum(|w|) over the hidden layers to the loss (as its gradient, l1 * sign(w), which
     costs less than differentiating the sum): it pushes the weights the net does not need to zero.
-    loss_fn(logits, batch), given the indices of the batch, replaces the cross-entropy with the labels.
+    loss_fn(logits, batch), given the indices of the batch, replaces the cross-entropy with the labels;
+    after_step(), where given, runs after each step of the optimizer (as a pruning schedule's).
     """
     images, labels = data
     model.train()
@@ -135,6 +141,8 @@ def train_epoch(model, data, optimizer, batch_size, generator, scheduler=None, l
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if after_step is not None:
+            after_step()
         total_loss += loss.detach() * len(batch)
     mean_loss = total_loss.item() / len(labels)
     if not math.isfinite(mean_loss):
