@@ -29,6 +29,9 @@ RETRAIN = list(VARIANT_NAMES)
 
 def parse_methods(text):
     names = SHORTHANDS.get(text, text.split(","))
+    if all(re.fullmatch(r"[\d.]+", name.strip()) for name in names):  # --sparsity 90, meant as the sparsity
+        raise argparse.ArgumentTypeError(f"{text!r} is a sparsity: give it to --ks (--ks {text}); --sparsity takes the "
+                                         f"method, one of {', '.join(METHODS)}, a list of them, both or all")
     unknown = [name for name in names if name not in METHODS]
     if unknown:
         raise argparse.ArgumentTypeError(f"invalid choice: {unknown[0]!r} (choose from {', '.join(METHODS)}, "

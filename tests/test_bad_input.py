@@ -66,6 +66,12 @@ def test_an_unknown_choice_or_flag_is_a_usage_error(script, argv, words, capsys)
     assert result.stderr.startswith("usage:")
 
 
+@pytest.mark.parametrize("value", ["90", "90,95", "99.5"])
+def test_a_sparsity_given_to_sparsity_points_to_ks(value, capsys):
+    result = run_main(eval_script.main, ["--sparsity", value], capsys)
+    assert_fails_cleanly(result, "--sparsity", f"'{value}' is a sparsity: give it to --ks (--ks {value})")
+
+
 # --ks empty, non-numeric, 100, -5, two decimals: a clear error naming the bad value
 
 @pytest.mark.parametrize("ks, words", [
