@@ -87,6 +87,8 @@ def load(path, device="cpu"):
         for key in ("state_dict", "initial_state_dict"):  # the initial weights, where train.py kept them
             if key in checkpoint:
                 check_weights(path, checkpoint[key], model)
+        if "scores" in checkpoint:  # what train.py --sparse vd or l0 learned
+            check_scores(path, checkpoint["scores"])
         model.load_state_dict(checkpoint["state_dict"])
     return model.to(device), {**checkpoint, "sha256": sha256}
 
@@ -155,6 +157,15 @@ def check_weights(path, state, model):
     if not_finite:
         raise UserError(f"{path} holds weights that are not finite (NaN or inf in {not_finite}), as a run that "
                         f"diverged saves them; train it again")
+
+
+def check_scores(path, scores):
+    """Refuse learned scores that are not one finite float32 matrix per hidden layer, shaped as its weights."""
+    if not (isinstance(scores, list) and len(scores) == len(SIZES) - 2 and all(
+            torch.is_tensor(score) and score.layout == torch.strided and score.dtype == torch.float32
+            and list(score.shape) == shape(n) and bool(torch.isfinite(score).all()) for n, score in enumerate(scores, 1))):
+        raise UserError(f"{path} holds learned scores that are not one finite float32 matrix per hidden layer, "
+                        f"shaped as its weights")
 
 
 # ---------------------------------------------------------------------------------------------------

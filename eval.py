@@ -17,12 +17,16 @@ import files
 import results
 import utils
 from model import MLP
-from prune import METHODS, apply_masks, fresh_init, masks, retrain, sparsity
+from prune import METHODS, SCORE_METHODS, apply_masks, fresh_init, masks, retrain, sparsity
 from speed import cpu_kernel, machine, sparse_path, time_forwards
 
 DEFAULT_KS = "0,25,50,60,70,80,90,95,97,99"
 CHECKPOINTS = "the checkpoint's"  # default --dataset and --data-dir: those the checkpoint was trained on
 SHORTHANDS = {"both": ["weight", "unit"], "all": list(METHODS)}
+
+
+def choices():
+    return [*METHODS, *SCORE_METHODS]  # read when asked: a method added to prune.METHODS is one at once
 VARIANT_NAMES = {"finetune": "finetuned", "rewind": "rewind", "scratch": "scratch"}  # --retrain: the results' suffix
 RETRAIN = list(VARIANT_NAMES)
 
@@ -31,10 +35,10 @@ def parse_methods(text):
     names = SHORTHANDS.get(text, text.split(","))
     if all(re.fullmatch(r"[\d.]+", name.strip()) for name in names):  # --sparsity 90, meant as the sparsity
         raise argparse.ArgumentTypeError(f"{text!r} is a sparsity: give it to --ks (--ks {text}); --sparsity takes the "
-                                         f"method, one of {', '.join(METHODS)}, a list of them, both or all")
-    unknown = [name for name in names if name not in METHODS]
+                                         f"method, one of {', '.join(choices())}, a list of them, both or all")
+    unknown = [name for name in names if name not in choices()]
     if unknown:
-        raise argparse.ArgumentTypeError(f"invalid choice: {unknown[0]!r} (choose from {', '.join(METHODS)}, "
+        raise argparse.ArgumentTypeError(f"invalid choice: {unknown[0]!r} (choose from {', '.join(choices())}, "
                                          f"a comma-separated list of them, both or all)")
     return list(dict.fromkeys(names))
 
@@ -55,8 +59,9 @@ def parse_ks(text):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--sparsity", type=parse_methods, required=True, default=argparse.SUPPRESS,
-                        help=f"the pruning method: one of {', '.join(METHODS)}, a comma-separated list of them, "
-                             f"both (weight,unit) or all")
+                        help=f"the pruning method: one of {', '.join(choices())}, a comma-separated list of them, "
+                             f"both (weight,unit) or all (all but learned, which ranks the weights by the scores "
+                             f"that train.py --sparse vd, l0 or l0-unit learned, across the hidden layers)")
     parser.add_argument("--ks", type=parse_ks, default=DEFAULT_KS,
                         help="sparsities to try, comma-separated, in percent of the hidden layers' weights or units: from 0 to "
                              "below 100, with at most one decimal (99.5, 99.8)")
@@ -107,6 +112,10 @@ def main(argv=None):
     data_dir = trained.get("data_dir", "data") if args.data_dir == CHECKPOINTS else args.data_dir
     if len({c.get("config", {}).get("dataset", "mnist") for c in saved}) > 1:
         raise utils.UserError("the checkpoints were trained on different data sets; compare seeds of one recipe")
+    no_scores = next((path for path, c in zip(args.checkpoint, saved) if "scores" not in c), None)
+    if SCORE_METHODS.keys() & set(args.sparsity) and no_scores:
+        raise utils.UserError(f"--sparsity learned: {no_scores} holds no learned scores; give a checkpoint of train.py "
+                              f"--sparse vd, l0 or l0-unit")
     recipe = retrain_recipe(variant, args, finetune_epochs, trained)
     starts = starting_points(variant, args.checkpoint, models, saved, args.seed, device)
     test_data = data.load_data(dataset, data_dir, "test", not args.no_download, device)
@@ -137,7 +146,7 @@ def main(argv=None):
         start = time.perf_counter()
         rows, accuracies = [], {}
         for k in tqdm(args.ks, desc=name, unit="k", leave=False, disable=None):
-            kept = [masks(model, method, k, args.seed) for model in models]
+            kept = [masks(model, method, k, args.seed, checkpoint.get("scores")) for model, checkpoint in zip(models, saved)]
             pruned = [apply_masks(model, mask) for model, mask in zip(models, kept)]
             row = {"k": k}
             if variant:

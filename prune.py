@@ -1,7 +1,8 @@
 """The pruning methods, and what acts on their masks: applying them, fine-tuning, measuring sparsity.
 
 A method takes the hidden layers' weight matrices, in order, and the fraction of weights to remove,
-and returns one 0/1 mask per matrix (0: pruned). A rule that looks at one matrix at a time is a plain
+and returns one 0/1 mask per matrix (0: pruned); one of SCORE_METHODS takes the scores that training to be
+sparse learned (train.py --sparse vd, l0) in place of the weights. A rule that looks at one matrix at a time is a plain
 function of (weight, fraction), lifted to the whole list by per_layer. A method may draw random numbers
 from torch's default generator: prune() seeds it from --seed, so the same seed gives the same masks.
 """
@@ -52,12 +53,24 @@ def random_mask(weight, fraction):
     return mask_smallest(torch.rand(weight.shape).to(weight.device), round(fraction * weight.numel()))
 
 
+def smallest_across(scores, fraction):
+    """Masks with zeros at the round(fraction * N) smallest of all the matrices of `scores` together (N:
+    their total count)."""
+    flat = torch.cat([score.flatten() for score in scores])
+    mask = mask_smallest(flat, round(fraction * len(flat)))
+    return [part.view_as(score) for part, score in zip(mask.split([s.numel() for s in scores]), scores)]
+
+
 def global_magnitude(weights, fraction):
     """Zero the round(fraction * N) weights of smallest |w| across all the matrices together (N: their
     total count), so that each layer ends with the sparsity its magnitudes earn it."""
-    scores = torch.cat([weight.abs().flatten() for weight in weights])
-    mask = mask_smallest(scores, round(fraction * len(scores)))
-    return [part.view_as(weight) for part, weight in zip(mask.split([w.numel() for w in weights]), weights)]
+    return smallest_across([weight.abs() for weight in weights], fraction)
+
+
+def learned(scores, fraction):
+    """Zero the round(fraction * N) weights that training to be sparse scored lowest, across all the matrices
+    together (the checkpoint's scores: vd's −log α, l0's gate locations), not their magnitudes."""
+    return smallest_across(scores, fraction)
 
 
 METHODS = {
@@ -66,16 +79,22 @@ METHODS = {
     "global": global_magnitude,
     "random": per_layer(random_mask),
 }
+SCORE_METHODS = {"learned": learned}  # given the scores a checkpoint learned instead of its weights: its own only
 
 
-def masks(model, method, k, seed=0):
+def masks(model, method, k, seed=0, scores=None):
     """The 0/1 masks that METHODS[method] gives the hidden layers of `model` at k percent, with every weight
     that is zero already pruned too: a pruned net that was saved and loaded again stays pruned, whatever the
-    method, and its zeros stay zero while it is fine-tuned."""
+    method, and its zeros stay zero while it is fine-tuned. `scores`: the checkpoint's learned scores, for
+    the methods that rank them."""
     weights = [layer.weight.detach() for layer in model.hidden]
+    if method in SCORE_METHODS:
+        rule, ranked = SCORE_METHODS[method], [score.to(weights[0].device) for score in scores]
+    else:
+        rule, ranked = METHODS[method], weights
     with torch.random.fork_rng(devices=[]):  # a method's draws are seeded here, and leave no trace outside
         torch.manual_seed(seed)
-        return [mask * weight.ne(0) for mask, weight in zip(METHODS[method](weights, k / 100), weights)]
+        return [mask * weight.ne(0) for mask, weight in zip(rule(ranked, k / 100), weights)]
 
 
 def apply_masks(model, masks):

@@ -5,13 +5,47 @@ on the cubic schedule s_t = s_f · (1 − (1 − (t − t0) / (n·Δt))³), the 
 steps, the pruned weights held at exactly zero by the masks (torch.nn.utils.prune), so that the net trains
 on with what it keeps. The schedule starts after GMP_START of the training steps and ends at GMP_END,
 leaving the rest to train the final masks, as the paper's schedules do.
+
+vd: sparse variational dropout (Molchanov et al. 2017). Each hidden weight is a Gaussian N(θ, σ²) whose
+log σ² is learned beside θ; log α = log σ² − log θ² is its dropout rate, and a weight with log α ≥ 3
+(a noise far larger than its mean) is zero at test time. The loss is the ELBO: the cross-entropy plus the
+KL divergence from the log-uniform prior, divided by the number of training images, its weight warmed up
+from 0 so that the net first learns what the data needs.
+
+l0, l0-unit: L0 regularisation (Louizos et al. 2018). Each hidden weight (l0), or each unit's row of
+weights (l0-unit), is multiplied by a hard-concrete gate z in [0, 1], a stretched and clipped binary
+concrete variable with a learned location log α; the loss adds strength / (training images) times the
+expected number of weights whose gate is open. At test time a gate is ẑ = clip(sigmoid(log α)(ζ − γ) + γ),
+which is exactly 0 for the least open gates.
+
+vd and l0 swap the hidden layers for layers of their own while they train; finish() puts plain ones back,
+holding the trained values unthresholded (vd: θ; l0: θ·ẑ where the gate is open, θ where it is closed),
+so that every pruning method applies to the checkpoint, and returns the learned scores by which eval.py
+--sparsity learned ranks the weights (vd: −log α; l0: the gate's log α).
 """
+import math
+
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from prune import weight_mask
 
 GMP_START, GMP_END, GMP_EVERY = 0.1, 0.7, 100  # shares of the training steps, and Δt in steps
+METHODS = ["gmp", "vd", "l0", "l0-unit"]
+DEFAULT_STRENGTH = {"vd": 1.0, "l0": 0.1, "l0-unit": 0.1}  # vd: the KL's final weight (1: the ELBO); l0: λ
+
+VD_LOG_ALPHA_ZERO = 3.0  # a weight with log α at least this is zero at test time
+VD_WARMUP = 0.3  # share of the steps over which the KL's weight rises from 0 to its final value
+VD_INIT_LOG_SIGMA2 = -10.0  # little noise at first: the net starts as the deterministic one
+VD_K1, VD_K2, VD_K3 = 0.63576, 1.87320, 1.48695  # Molchanov et al.'s fit of the KL
+
+L0_BETA, L0_GAMMA, L0_ZETA = 2 / 3, -0.1, 1.1  # the hard concrete's temperature and its stretch to (γ, ζ)
+# Louizos et al. train 200 epochs at Adam's 0.001; in train.py's 15 a gate would move log α by 3.5 at most, and few
+# would ever shut. The gates learn at L0_GATE_LR times the weights' rate instead.
+L0_GATE_LR = 10.0
+L0_INIT_DROP = 0.5  # gates start at log α = log(1 − p) − log p, as Louizos et al.'s code starts them: ẑ = 0.5
 
 
 def gmp_sparsity(step, target, start, end):
@@ -27,7 +61,8 @@ def gradual_magnitude_pruning(model, target, steps, every=GMP_EVERY):
     which recomputes them every `every` steps and at the last of `steps`, to `target` percent at the end."""
     for layer in model.hidden:
         torch_prune.custom_from_mask(layer, "weight", torch.ones_like(layer.weight))
-    start, end, done = round(GMP_START * steps), max(round(GMP_END * steps), round(GMP_START * steps) + 1), [0]
+    start = round(GMP_START * steps)
+    end, done = max(round(GMP_END * steps), start + 1), [0]
 
     def after_step():
         done[0] += 1
@@ -39,9 +74,151 @@ def gradual_magnitude_pruning(model, target, steps, every=GMP_EVERY):
     return after_step
 
 
-def remove_masks(model):
-    """The masks folded into the weights, so that the model saves as a plain MLP."""
-    for layer in model.hidden:
-        if torch_prune.is_pruned(layer):
+# ---------------------------------------------------------------------------------------------------
+# Sparse variational dropout
+
+
+class VariationalLinear(nn.Module):
+    """A bias-free Linear whose weights are Gaussians N(θ, σ²), trained by the local reparameterisation trick."""
+
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = weight  # θ: the layer's own Parameter, trained on
+        self.log_sigma2 = nn.Parameter(torch.full_like(weight, VD_INIT_LOG_SIGMA2))
+
+    def log_alpha(self):
+        return self.log_sigma2 - torch.log(self.weight ** 2 + 1e-8)
+
+    def kept(self):
+        return self.log_alpha() < VD_LOG_ALPHA_ZERO
+
+    def forward(self, x):
+        if not self.training:
+            return F.linear(x, self.weight * self.kept())
+        # x·W for W ~ N(θ, σ²) is Gaussian for each output, with mean x·θ and variance x²·σ²: sampling the
+        # output instead of the weights costs two products and gives each image its own noise.
+        mean = F.linear(x, self.weight)
+        std = torch.sqrt(F.linear(x * x, self.log_sigma2.exp()) + 1e-8)
+        return mean + std * torch.randn_like(mean)
+
+    def kl(self):
+        return vd_kl(self.log_alpha()).sum()
+
+    def scores(self):
+        return -self.log_alpha()
+
+
+def vd_kl(log_alpha):
+    """KL(N(θ, αθ²) ‖ log-uniform prior) of each weight, by Molchanov et al.'s approximation (up to a constant
+    that makes it 0 as α → ∞)."""
+    return VD_K1 - VD_K1 * torch.sigmoid(VD_K2 + VD_K3 * log_alpha) + 0.5 * F.softplus(-log_alpha)
+
+
+def variational_dropout(model, steps, images, strength=1.0):
+    """Make the hidden layers of `model` variational; return the penalty to add to each step's loss: the KL
+    over `images` (the training set's size), its weight rising from 0 to `strength` over VD_WARMUP of `steps`."""
+    for i, layer in enumerate(model.hidden):
+        model.layers[i] = VariationalLinear(layer.weight)
+    done = [0]
+
+    def penalty():
+        done[0] += 1
+        warmup = min(1.0, done[0] / max(1, VD_WARMUP * steps))
+        return strength * warmup * sum(layer.kl() for layer in model.hidden) / images
+    return penalty
+
+
+# ---------------------------------------------------------------------------------------------------
+# L0 regularisation with hard-concrete gates
+
+
+class GatedLinear(nn.Module):
+    """A bias-free Linear whose weights are multiplied by hard-concrete gates: one per weight, or one per
+    output unit (row)."""
+
+    def __init__(self, weight, per_unit):
+        super().__init__()
+        self.weight = weight
+        shape = (weight.shape[0], 1) if per_unit else weight.shape
+        location = math.log(1 - L0_INIT_DROP) - math.log(L0_INIT_DROP)
+        self.log_alpha = nn.Parameter(torch.randn(shape, device=weight.device) * 0.01 + location)
+
+    def gates(self):
+        """Drawn from the hard concrete in training (one draw per step, shared by the batch); ẑ at test time."""
+        if self.training:
+            u = torch.rand_like(self.log_alpha).clamp(1e-6, 1 - 1e-6)
+            concrete = torch.sigmoid((u.log() - (-u).log1p() + self.log_alpha) / L0_BETA)
+        else:
+            concrete = torch.sigmoid(self.log_alpha)
+        return (concrete * (L0_ZETA - L0_GAMMA) + L0_GAMMA).clamp(0, 1)
+
+    def kept(self):
+        return (self.gates() > 0).expand_as(self.weight)
+
+    def forward(self, x):
+        return F.linear(x, self.weight * self.gates())
+
+    def expected_l0(self):
+        """The expected number of this layer's weights whose gate is not 0."""
+        per_gate = self.weight.numel() // self.log_alpha.numel()
+        return per_gate * open_probability(self.log_alpha).sum()
+
+    def scores(self):
+        return self.log_alpha.detach().expand_as(self.weight)
+
+
+def open_probability(log_alpha):
+    """P(z ≠ 0) of a hard-concrete gate with location log α: the chance its stretched concrete exceeds 0."""
+    return torch.sigmoid(log_alpha - L0_BETA * math.log(-L0_GAMMA / L0_ZETA))
+
+
+def l0_regularisation(model, images, strength=0.1, per_unit=False):
+    """Gate the hidden layers of `model`; return the penalty to add to each step's loss: `strength` times the
+    expected number of open weights, over `images` (the training set's size)."""
+    for i, layer in enumerate(model.hidden):
+        model.layers[i] = GatedLinear(layer.weight, per_unit)
+
+    def penalty():
+        return strength * sum(layer.expected_l0() for layer in model.hidden) / images
+    return penalty
+
+
+def parameter_groups(model, lr):
+    """The optimizer's parameter groups: l0's gates at L0_GATE_LR times `lr`, everything else at `lr`."""
+    gates = [layer.log_alpha for layer in model.hidden if isinstance(layer, GatedLinear)]
+    others = [p for p in model.parameters() if all(p is not gate for gate in gates)]
+    return [{"params": others, "lr": lr}] + ([{"params": gates, "lr": lr * L0_GATE_LR}] if gates else [])
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def natural_sparsity(model):
+    """The percentage of hidden weights that the method training `model` zeroes on its own, as it stands."""
+    kept = [layer.weight_mask.bool() if torch_prune.is_pruned(layer) else layer.kept() if hasattr(layer, "kept")
+            else layer.weight != 0 for layer in model.hidden]
+    return 100 * sum(int((~k).sum()) for k in kept) / sum(k.numel() for k in kept)
+
+
+def finish(model):
+    """Turn `model` back into a plain MLP holding its trained values (above); return (scores, natural
+    sparsity): the learned scores of each hidden layer (None for gmp) and the percentage of hidden weights
+    the method zeroes on its own."""
+    model.eval()
+    natural = natural_sparsity(model)
+    if any(torch_prune.is_pruned(layer) for layer in model.hidden):  # gmp: the masks folded into the weights
+        for layer in model.hidden:
             torch_prune.remove(layer, "weight")
-    return model
+        return None, natural
+    scores = []
+    with torch.no_grad():
+        for i, layer in enumerate(model.hidden):
+            weight = layer.weight
+            if isinstance(layer, GatedLinear):  # the gate folded in where it is open
+                weight = torch.where(layer.kept(), weight * layer.gates(), weight)
+            plain = nn.Linear(weight.shape[1], weight.shape[0], bias=False).to(weight.device)
+            plain.weight.copy_(weight)
+            scores.append(layer.scores().detach().float().cpu().contiguous())
+            model.layers[i] = plain
+    return scores, natural

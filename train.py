@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 import data
 import checkpoints
@@ -15,32 +16,48 @@ import files
 import sparse_training
 import utils
 from model import MLP
-from prune import sparsity
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--epochs", type=utils.positive_int, default=15, help="passes over the training set")
     parser.add_argument("--batch-size", type=utils.positive_int, default=128, help="images per SGD step")
-    parser.add_argument("--lr", type=utils.positive_float, default=0.05,
-                        help="peak learning rate of SGD with Nesterov momentum 0.9, annealed to 0 on a cosine")
-    parser.add_argument("--l1", type=utils.non_negative_float, default=3e-5,
-                        help="L1 penalty on the hidden layers' weights: the net learns to do without most of them")
+    parser.add_argument("--lr", type=utils.positive_float, default=argparse.SUPPRESS,
+                        help="peak learning rate, annealed to 0 on a cosine (default: 0.05 for SGD with Nesterov "
+                             "momentum 0.9; 0.001 for Adam, which vd, l0 and l0-unit train with, as their papers do)")
+    parser.add_argument("--l1", type=utils.non_negative_float, default=argparse.SUPPRESS,
+                        help="L1 penalty on the hidden layers' weights: the net learns to do without most of them "
+                             "(default: 3e-5; vd, l0 and l0-unit bring their own penalty instead)")
     parser.add_argument("--weight-decay", type=utils.non_negative_float, default=0.0, help="L2 penalty on every weight")
     parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the order of the images")
-    parser.add_argument("--sparse", choices=["gmp"], default=argparse.SUPPRESS,
-                        help="train the net to be sparse: gmp, gradual magnitude pruning of each hidden layer to "
-                             "--target percent (Zhu & Gupta 2017; sparse_training.py). Without it: dense")
+    parser.add_argument("--sparse", choices=sparse_training.METHODS, default=argparse.SUPPRESS,
+                        help="train the net to be sparse (sparse_training.py): gmp, gradual magnitude pruning of each "
+                             "hidden layer to --target percent (Zhu & Gupta 2017); vd, sparse variational dropout "
+                             "(Molchanov et al. 2017); l0, L0 regularisation with a hard-concrete gate per weight, or "
+                             "l0-unit, per unit (Louizos et al. 2018). Without it: dense")
     parser.add_argument("--target", type=utils.percent_below_100, default=argparse.SUPPRESS,
                         help="gmp's final sparsity, in percent of each hidden layer's weights, from 0 to below 100")
+    parser.add_argument("--strength", type=utils.non_negative_float, default=argparse.SUPPRESS,
+                        help="how hard vd and l0 push to sparsity: vd's final weight of the KL term (default 1, "
+                             "the ELBO); l0's λ, the cost of each open weight per training image (default "
+                             f"{sparse_training.DEFAULT_STRENGTH['l0']})")
     data.add_data_arguments(parser)
     parser.add_argument("--out", default="model.pt", help="where to save the checkpoint (with the initial weights, for --retrain rewind)")
     parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/train-<time>-<pid>")
     args = parser.parse_args(argv)
     sparse = getattr(args, "sparse", None)
     if (sparse == "gmp") != hasattr(args, "target"):
-        parser.error("--sparse gmp needs --target, the final sparsity in percent" if sparse else
+        parser.error("--sparse gmp needs --target, the final sparsity in percent" if sparse == "gmp" else
                      "--target is gmp's final sparsity: give it with --sparse gmp")
+    if hasattr(args, "strength") and sparse not in sparse_training.DEFAULT_STRENGTH:
+        parser.error("--strength is the penalty of vd, l0 and l0-unit: give it with --sparse vd, l0 or l0-unit")
+    adam = sparse in sparse_training.DEFAULT_STRENGTH  # the methods that bring their own penalty
+    if adam and hasattr(args, "l1"):
+        parser.error(f"--l1 is the dense recipe's penalty; --sparse {sparse} brings its own: set it with --strength")
+    args.lr = getattr(args, "lr", 1e-3 if adam else 0.05)
+    args.l1 = getattr(args, "l1", 0.0 if adam else 3e-5)
+    if adam:
+        args.strength = getattr(args, "strength", sparse_training.DEFAULT_STRENGTH[sparse])
 
     device = utils.pick_device(args.device)
     files.check_outputs(files=[args.out], folders=[args.logdir])  # before the training it would throw away
@@ -54,9 +71,18 @@ def main(argv=None):
     model = MLP().to(device)
     initial_state = {name: weight.clone() for name, weight in model.state_dict().items()}  # for rewinding
     steps = args.epochs * math.ceil(len(train_data[1]) / args.batch_size)  # the schedule moves every batch
-    optimizer, scheduler = utils.sgd(model, args.lr, steps, args.weight_decay)
-    shuffle = torch.Generator().manual_seed(args.seed)
     after_step = sparse_training.gradual_magnitude_pruning(model, args.target, steps) if sparse == "gmp" else None
+    penalty = None  # vd and l0 make the hidden layers their own, and add a term to the loss
+    if sparse == "vd":
+        penalty = sparse_training.variational_dropout(model, steps, len(train_data[1]), args.strength)
+    elif sparse in ("l0", "l0-unit"):
+        penalty = sparse_training.l0_regularisation(model, len(train_data[1]), args.strength, sparse == "l0-unit")
+    loss_fn = (lambda logits, batch: F.cross_entropy(logits, train_data[1][batch]) + penalty()) if penalty else None
+    if adam:
+        optimizer, scheduler = utils.adam(sparse_training.parameter_groups(model, args.lr), args.lr, steps, args.weight_decay)
+    else:
+        optimizer, scheduler = utils.sgd(model, args.lr, steps, args.weight_decay)
+    shuffle = torch.Generator().manual_seed(args.seed)
 
     from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow, and bad flags fail first
     print(f"training on {args.dataset} ({len(train_data[1])} images) on {device} for {args.epochs} epoch{'s' * (args.epochs > 1)}")
@@ -67,20 +93,26 @@ def main(argv=None):
     try:
         for epoch in range(1, args.epochs + 1):
             loss = utils.train_epoch(model, train_data, optimizer, args.batch_size, shuffle, scheduler, args.l1,
-                                     desc=f"epoch {epoch}/{args.epochs}", after_step=after_step)
-            accuracy = utils.evaluate(model, test_data)
+                                     desc=f"epoch {epoch}/{args.epochs}", loss_fn=loss_fn, after_step=after_step)
+            accuracy = utils.evaluate(model, test_data)  # of the net as a sparse method prunes it
+            zeros = f"  natural sparsity {sparse_training.natural_sparsity(model):.2f}%" if sparse else ""
             with files.writing(log):
                 writer.add_scalar("train/loss", loss, epoch)
                 writer.add_scalar("train/test_accuracy", accuracy, epoch)
-            print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  test accuracy {accuracy:.2f}%  "
+                if sparse:
+                    writer.add_scalar("train/natural_sparsity", sparse_training.natural_sparsity(model), epoch)
+            print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  test accuracy {accuracy:.2f}%{zeros}  "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
     finally:  # on Ctrl-C or an error too, so that the epochs done so far stay in TensorBoard
         with files.writing(log):
             writer.close()
     natural = {}
-    if sparse:  # what the method zeroes on its own, and the accuracy there: gmp's target, reached at the last step
-        sparse_training.remove_masks(model)  # folded into the weights: the checkpoint holds a plain MLP
-        natural = {"natural_sparsity": sparsity(model)["sparsity"], "natural_accuracy": accuracy}
+    if sparse:  # what the method zeroes on its own, and the accuracy there: the last epoch's, measured as it prunes
+        scores, natural_sparsity = sparse_training.finish(model)  # a plain MLP again, its values unthresholded
+        natural = {"natural_sparsity": natural_sparsity, "natural_accuracy": accuracy}
+        if scores is not None:
+            natural["scores"] = scores
+        accuracy = utils.evaluate(model, test_data)
     checkpoints.save(args.out, model, config, accuracy, initial_state, **natural)
     print(f"saved {args.out}: test accuracy {accuracy:.2f}% after {time.perf_counter() - start:.0f} s")
 

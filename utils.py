@@ -115,6 +115,13 @@ def sgd(model, lr, steps, weight_decay=0.0):
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
 
 
+def adam(parameters, lr, steps, weight_decay=0.0):
+    """Adam on `parameters` (or parameter groups with rates of their own), its learning rates annealed from lr
+    (or the group's) to 0 over `steps` on a cosine."""
+    optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+
+
 def train_epoch(model, data, optimizer, batch_size, generator, scheduler=None, l1=0.0, desc="train", loss_fn=None,
                 after_step=None):
     """One pass over data = (images, labels) in an order drawn from `generator`; the mean loss.

@@ -27,6 +27,7 @@ import utils  # noqa: E402
 from model import SIZES  # noqa: E402
 from prune import METHODS  # noqa: E402
 
+TIMED_SECTIONS = ["train", "sweeps", "retrain", "small-dense", "sparse", "tests"]  # docs/make.sh's, in its order
 BLOCK = re.compile(r"(<!-- generated: ([\w:./-]+) -->\n).*?(<!-- end -->)", re.S)
 
 
@@ -146,9 +147,12 @@ def speed_efficiency():
 def times():
     """Each command's wall time here: the median of its runs, and their range."""
     runs = {}
-    with open(DOCS / "times.csv", newline="") as f:
-        for name, seconds in csv.reader(f):
-            runs.setdefault(name, []).append(float(seconds))
+    for section in TIMED_SECTIONS:
+        path = DOCS / "times" / f"{section}.csv"
+        if path.exists():  # a section not run yet is left out
+            with open(path, newline="") as f:
+                for name, seconds in csv.reader(f):
+                    runs.setdefault(name, []).append(float(seconds))
     return results.markdown(["command", "median", "range", "runs"], text_columns=(0,), rows=[
         [command(name), duration(statistics.median(s)), f"{duration(min(s))}–{duration(max(s))}" if len(s) > 1 else "",
          len(s)]

@@ -1,56 +1,116 @@
 #!/usr/bin/env bash
 # Regenerate every figure and table of README.md on this machine, from nothing: three seeds trained on
-# Fashion-MNIST, pruned by every method, retrained, compared with small dense nets, timed in separate
-# processes, and README.md's tables rewritten from what they wrote into docs/. About 75 minutes on
-# 2 CPU cores.
+# Fashion-MNIST, pruned by every method, retrained, compared with small dense nets and with nets trained
+# to be sparse, timed in separate processes, and README.md's tables rewritten from what they wrote into
+# docs/. About 2 hours on 2 CPU cores, most of it the sparse section.
 #
-#     bash docs/make.sh
+#     bash docs/make.sh                  # every section, in order
+#     bash docs/make.sh sparse readme    # some of them (each needs what the sections before it trained)
 #
-# Needs the Fashion-MNIST IDX files in data/FashionMNIST/raw (README.md, "Offline"). Each command's
-# wall time goes to docs/times.csv; the README quotes their medians.
+# Sections: train sweeps retrain small-dense speed benchmarks sparse tests readme. Needs the Fashion-MNIST
+# IDX files in data/FashionMNIST/raw (README.md, "Offline"). Each command's wall time goes to
+# docs/times/<section>.csv; the README quotes their medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=(--dataset fashion-mnist --no-download)
 SEEDS=(checkpoints/seed0.pt checkpoints/seed1.pt checkpoints/seed2.pt)
-rm -rf docs/results docs/times.csv
-mkdir -p checkpoints docs/results
+SPARSE_KS=90,95,98,99,99.5,99.8
+SECTIONS=(train sweeps retrain small-dense speed benchmarks sparse tests readme)
 
 now() { python -c "import time; print(time.time())"; }
-timed() {  # run a command, and append its name and wall time to docs/times.csv
+timed() {  # run a command, and append its name and wall time to the section's times
     local name=$1 start
     shift
     start=$(now)
     "$@"
     python -c "import sys; print(f'\"{sys.argv[1]}\",{float(sys.argv[3]) - float(sys.argv[2]):.1f}')" \
-        "$name" "$start" "$(now)" >> docs/times.csv
+        "$name" "$start" "$(now)" >> "docs/times/$SECTION.csv"
 }
 
-for seed in 0 1 2; do
-    timed "python train.py --dataset fashion-mnist" \
-        python train.py "${DATA[@]}" --seed $seed --out checkpoints/seed$seed.pt --logdir runs/docs
-done
+train() {
+    for seed in 0 1 2; do
+        timed "python train.py --dataset fashion-mnist" \
+            python train.py "${DATA[@]}" --seed $seed --out checkpoints/seed$seed.pt --logdir runs/docs
+    done
+}
 
 SWEEP=(--checkpoint "${SEEDS[@]}" --results-dir docs/results --logdir runs/docs --plot docs/plot.png)
-for run in 1 2 3; do
-    timed "python eval.py --sparsity all --no-timing (3 checkpoints)" python eval.py --sparsity all --no-timing "${SWEEP[@]}"
-done
-timed "python eval.py --sparsity all --retrain finetune --ks 50,80,90,95,97,99 (3 checkpoints)" \
-    python eval.py --sparsity all --retrain finetune --ks 50,80,90,95,97,99 "${SWEEP[@]}"
-for retrain in rewind scratch; do  # each costs a training run per k and checkpoint
-    timed "python eval.py --sparsity weight --retrain $retrain --ks 90,97,99 (3 checkpoints)" \
-        python eval.py --sparsity weight --retrain $retrain --ks 90,97,99 "${SWEEP[@]}"
-    timed "python eval.py --sparsity unit --retrain $retrain --ks 50,80,90 (3 checkpoints)" \
-        python eval.py --sparsity unit --retrain $retrain --ks 50,80,90 "${SWEEP[@]}"
-done
-timed "python benchmarks/small_dense.py --checkpoint (3 checkpoints)" \
-    python benchmarks/small_dense.py --checkpoint "${SEEDS[@]}" --out docs/small_dense.md
-python benchmarks/timing.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/speed
-python benchmarks/saved.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/saved.md
+sweeps() {
+    rm -rf docs/results
+    for run in 1 2 3; do
+        timed "python eval.py --sparsity all --no-timing (3 checkpoints)" python eval.py --sparsity all --no-timing "${SWEEP[@]}"
+    done
+}
 
-python benchmarks/iterative.py --dataset fashion-mnist --checkpoint checkpoints/seed0.pt > docs/iterative.md
-python benchmarks/recipes.py --dataset fashion-mnist > docs/recipes.md
-python benchmarks/train_epoch.py --dataset fashion-mnist > docs/train_epoch.txt
-for run in 1 2 3; do
-    timed "python -m pytest" python -m pytest -q
+retrain() {
+    timed "python eval.py --sparsity all --retrain finetune --ks 50,80,90,95,97,99 (3 checkpoints)" \
+        python eval.py --sparsity all --retrain finetune --ks 50,80,90,95,97,99 "${SWEEP[@]}"
+    for retrain in rewind scratch; do  # each costs a training run per k and checkpoint
+        timed "python eval.py --sparsity weight --retrain $retrain --ks 90,97,99 (3 checkpoints)" \
+            python eval.py --sparsity weight --retrain $retrain --ks 90,97,99 "${SWEEP[@]}"
+        timed "python eval.py --sparsity unit --retrain $retrain --ks 50,80,90 (3 checkpoints)" \
+            python eval.py --sparsity unit --retrain $retrain --ks 50,80,90 "${SWEEP[@]}"
+    done
+}
+
+small-dense() {
+    timed "python benchmarks/small_dense.py --checkpoint (3 checkpoints)" \
+        python benchmarks/small_dense.py --checkpoint "${SEEDS[@]}" --out docs/small_dense.md
+}
+
+speed() {
+    python benchmarks/timing.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/speed
+    python benchmarks/saved.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/saved.md
+}
+
+benchmarks() {
+    python benchmarks/iterative.py --dataset fashion-mnist --checkpoint checkpoints/seed0.pt > docs/iterative.md
+    python benchmarks/recipes.py --dataset fashion-mnist > docs/recipes.md
+    python benchmarks/train_epoch.py --dataset fashion-mnist > docs/train_epoch.txt
+}
+
+sparse() {  # trained to be sparse, against pruning the dense seeds, at sparsities up to 99.8 %
+    rm -rf docs/sparse
+    for seed in 0 1 2; do
+        for target in ${SPARSE_KS//,/ }; do
+            timed "python train.py --sparse gmp --target $target" python train.py "${DATA[@]}" --sparse gmp \
+                --target $target --seed $seed --out checkpoints/gmp$target-seed$seed.pt --logdir runs/docs
+        done
+        for method in vd l0 l0-unit; do
+            timed "python train.py --sparse $method" python train.py "${DATA[@]}" --sparse $method --seed $seed \
+                --out checkpoints/$method-seed$seed.pt --logdir runs/docs
+        done
+    done
+    local out=(--ks $SPARSE_KS --no-timing --logdir runs/sparse)
+    timed "python eval.py --sparsity weight,global (3 dense checkpoints)" python eval.py --sparsity weight,global \
+        --checkpoint "${SEEDS[@]}" --results-dir docs/sparse/dense --plot docs/sparse/dense.png "${out[@]}"
+    timed "python eval.py --sparsity weight,global,unit --retrain finetune (3 dense checkpoints)" python eval.py \
+        --sparsity weight,global,unit --retrain finetune --checkpoint "${SEEDS[@]}" --results-dir docs/sparse/dense \
+        --plot docs/sparse/dense.png "${out[@]}"
+    for method in vd l0 l0-unit; do
+        python eval.py --sparsity learned,weight --checkpoint checkpoints/$method-seed{0,1,2}.pt \
+            --results-dir docs/sparse/$method --plot docs/sparse/$method.png "${out[@]}"
+    done
+    python benchmarks/sparse.py --ks $SPARSE_KS --out docs/sparse.md
+}
+
+tests() {
+    for run in 1 2 3; do
+        timed "python -m pytest" python -m pytest -q
+    done
+}
+
+readme() {
+    python docs/fill_readme.py
+}
+
+for SECTION in "${@:-${SECTIONS[@]}}"; do
+    if [[ ! " ${SECTIONS[*]} " == *" $SECTION "* ]]; then
+        echo "error: no section $SECTION; the sections are: ${SECTIONS[*]}" >&2
+        exit 2
+    fi
+    mkdir -p checkpoints docs/times
+    rm -f "docs/times/$SECTION.csv"
+    echo "== $SECTION"
+    "$SECTION"
 done
-python docs/fill_readme.py

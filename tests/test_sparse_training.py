@@ -1,13 +1,21 @@
-"""Training to be sparse: gradual magnitude pruning's schedule, its masks at every step, and train.py --sparse."""
+"""Training to be sparse: gmp's schedule and masks, vd's KL and local reparameterisation, l0's gates, train.py
+--sparse and eval.py --sparsity learned."""
+import math
+
+import numpy as np
 import pytest
 import torch
 
 import checkpoints
+import data
+import eval as eval_script
+import results
 import sparse_training
 import train
+import utils
 from conftest import assert_fails_cleanly, run_main
 from model import MLP
-from prune import sparsity
+from prune import apply_masks, masks, sparsity
 
 
 def test_the_cubic_schedule_rises_from_zero_to_the_target():
@@ -34,7 +42,7 @@ def test_gmp_masks_follow_the_schedule_at_every_step_and_end_exactly_at_the_targ
                 assert int(pruned.sum()) == round(fraction * layer.weight.numel()), step
                 assert pruned[before].all(), step  # once pruned, held at zero
                 before.copy_(pruned)
-    sparse_training.remove_masks(model)
+    assert sparse_training.finish(model)[0] is None
     assert [name for name, _ in model.named_parameters()] == [f"layers.{i}.weight" for i in range(5)]
     assert sparsity(model)["sparsity"] == pytest.approx(95, abs=1e-9)
 
@@ -64,3 +72,187 @@ def test_a_bad_sparse_flag_is_one_line_before_any_training(flags, words, tmp_pat
     result = run_main(train.main, [*flags, "--out", str(tmp_path / "x.pt"), "--logdir", str(tmp_path / "runs")], capsys)
     assert_fails_cleanly(result, words)
     assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sparse variational dropout
+
+
+def exact_vd_kl(log_alpha):
+    """KL(N(θ, αθ²) ‖ log-uniform) up to the constant that makes it 0 as α → ∞ (Molchanov et al., eq. 13):
+    −(½ log α − E log|ε|) − ½(γ + log 2), ε ~ N(1, α), E taken by the trapezoid rule on a fine grid."""
+    z = np.linspace(-12, 12, 2_400_001)  # standard normal draws; log|1 + √α z| is integrable at its pole
+    density = np.exp(-z ** 2 / 2) / np.sqrt(2 * np.pi)
+    expected_log = np.trapezoid(np.log(np.abs(1 + np.exp(log_alpha / 2) * z) + 1e-300) * density, z)
+    return -(0.5 * log_alpha - expected_log) + 0.5 * (np.euler_gamma + np.log(2))
+
+
+@pytest.mark.parametrize("log_alpha", [-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0])
+def test_the_kl_approximation_matches_a_numerical_integral(log_alpha):
+    approximate = float(sparse_training.vd_kl(torch.tensor(log_alpha, dtype=torch.float64)))
+    assert approximate == pytest.approx(exact_vd_kl(log_alpha), abs=0.01)  # the paper's fit: within 0.009
+
+
+def test_the_local_reparameterisation_has_the_mean_and_variance_of_sampled_weights():
+    torch.manual_seed(0)
+    theta = torch.randn(3, 5)
+    layer = sparse_training.VariationalLinear(torch.nn.Parameter(theta.clone()))
+    with torch.no_grad():
+        layer.log_sigma2.copy_(torch.randn(3, 5) - 1)
+    x, draws = torch.randn(4, 5), 200_000
+    with torch.no_grad():
+        reparameterised = layer(x.repeat(draws, 1)).view(draws, 4, 3)
+        weights = theta + layer.log_sigma2.exp().sqrt() * torch.randn(draws, 3, 5)
+        sampled = torch.einsum("bi,doi->dbo", x, weights)
+        mean, variance = x @ theta.T, (x ** 2) @ layer.log_sigma2.exp().T
+    for outputs in (reparameterised, sampled):
+        assert torch.allclose(outputs.mean(0), mean, atol=0.02 * float(variance.sqrt().max()))
+        assert torch.allclose(outputs.var(0), variance, rtol=0.02)
+
+
+def test_vd_zeroes_at_test_time_exactly_the_weights_with_log_alpha_of_3_or_more():
+    layer = sparse_training.VariationalLinear(torch.nn.Parameter(torch.ones(1, 4)))
+    with torch.no_grad():
+        layer.log_sigma2.copy_(torch.tensor([[2.9, 3.0, 3.1, -10.0]]))  # θ = 1: log α = log σ²
+    layer.eval()
+    assert layer(torch.ones(1, 4)).item() == pytest.approx(2.0, abs=1e-6)  # the 2.9 and the -10 weights
+    assert layer.kept().tolist() == [[True, False, False, True]]
+
+
+# ---------------------------------------------------------------------------------------------------
+# L0 regularisation
+
+
+@pytest.mark.parametrize("per_unit", [False, True])
+def test_hard_concrete_gates_lie_in_0_1_and_are_open_as_often_as_the_expected_l0_says(per_unit):
+    torch.manual_seed(0)
+    layer = sparse_training.GatedLinear(torch.nn.Parameter(torch.ones(5, 4)), per_unit)
+    locations = torch.tensor([-4.0, -1.0, 0.0, 1.0, 4.0])
+    with torch.no_grad():
+        layer.log_alpha.copy_(locations.view(5, 1).expand_as(layer.log_alpha))
+    draws = torch.stack([layer.gates() for _ in range(20_000)])
+    assert draws.min() == 0 and draws.max() == 1  # stretched and clipped: exact zeros and ones happen
+    open_share = (draws > 0).float().mean(0).flatten()
+    expected = sparse_training.open_probability(layer.log_alpha).flatten()
+    assert torch.allclose(open_share, expected, atol=0.015)
+    # The formula: P(z > 0) = sigmoid(log α − β log(−γ/ζ)), summed over the weights each gate holds.
+    formula = torch.sigmoid(locations - 2 / 3 * math.log(0.1 / 1.1))
+    assert float(layer.expected_l0().detach()) == pytest.approx(4 * float(formula.sum()), rel=1e-6)
+    layer.eval()
+    test_gates = layer.gates().expand(5, 4)
+    assert (test_gates[0] == 0).all() and (test_gates[4] == 1).all()  # ẑ clipped at both ends
+    assert layer.kept().tolist() == [[g > 0] * 4 for g in test_gates[:, 0].tolist()]
+
+
+# ---------------------------------------------------------------------------------------------------
+# train.py --sparse vd, l0 and l0-unit, and eval.py --sparsity learned
+
+
+SPARSE_RUNS = {  # a tiny data set takes few steps: a large rate and strength make the methods sparsify in them
+    "vd": ["--epochs", "2"],
+    "l0": ["--epochs", "3", "--lr", "0.015", "--strength", "10"],
+    "l0-unit": ["--epochs", "3", "--lr", "0.015", "--strength", "10"],
+}
+
+
+@pytest.fixture(scope="module")
+def sparse_checkpoints(tmp_path_factory, data_dir):
+    folder = tmp_path_factory.mktemp("sparse")
+    for method, flags in SPARSE_RUNS.items():
+        train.main(["--sparse", method, *flags, "--batch-size", "32", "--data-dir", str(data_dir), "--no-download",
+                    "--out", str(folder / f"{method}.pt"), "--logdir", str(folder / "runs")])
+    return folder
+
+
+def natural_masks(method, scores):
+    """What each method zeroes on its own, read from its scores: vd's log α ≥ 3, l0's gates that are shut
+    (sigmoid(log α)(ζ − γ) + γ ≤ 0)."""
+    if method == "vd":
+        return [score > -3 for score in scores]
+    return [torch.sigmoid(score) * 1.2 - 0.1 > 0 for score in scores]
+
+
+@pytest.mark.parametrize("method", list(SPARSE_RUNS))
+def test_a_sparse_checkpoint_is_plain_and_its_scores_give_its_natural_sparsity_and_accuracy(
+        method, sparse_checkpoints, data_dir):
+    path = sparse_checkpoints / f"{method}.pt"
+    plain = torch.load(path, weights_only=True)
+    assert set(plain["state_dict"]) == {f"layers.{i}.weight" for i in range(5)}
+    model, checkpoint = checkpoints.load(path)
+    scores = checkpoint["scores"]
+    assert [tuple(s.shape) for s in scores] == [tuple(layer.weight.shape) for layer in model.hidden]
+    if method == "l0-unit":  # one gate per row
+        assert all((s == s[:, :1]).all() for s in scores)
+    kept = natural_masks(method, scores)
+    zeros = 100 * sum(int((~k).sum()) for k in kept) / sum(k.numel() for k in kept)
+    assert checkpoint["natural_sparsity"] == pytest.approx(zeros, abs=1e-9)
+    assert 1 < zeros < 99, zeros  # the tiny runs prune some weights, not all: the checks below mean something
+    assert all((layer.weight != 0).all() for layer in model.hidden)  # the values are kept unthresholded
+    test_data = data.load_data("mnist", data_dir, "test", False, "cpu")
+    assert checkpoint["accuracy"] == utils.evaluate(model, test_data)
+    assert checkpoint["natural_accuracy"] == utils.evaluate(apply_masks(model, kept), test_data)
+
+
+@pytest.mark.parametrize("method", ["vd", "l0-unit"])
+def test_learned_pruning_counts_exactly_nests_in_k_and_follows_the_scores(method, sparse_checkpoints):
+    model, checkpoint = checkpoints.load(sparse_checkpoints / f"{method}.pt")
+    scores, total = checkpoint["scores"], sum(layer.weight.numel() for layer in model.hidden)
+    before = None
+    for k in (0, 25, 50, 90, 95, 99, 99.5, 99.8):
+        kept = masks(model, "learned", k, scores=scores)
+        pruned = sum(int((m == 0).sum()) for m in kept)
+        assert pruned == round(k / 100 * total), k
+        if before is not None:
+            assert all((m <= b).all() for m, b in zip(kept, before)), k  # what k prunes, a larger k prunes too
+        highest_pruned = max((s[m == 0].max() for s, m in zip(scores, kept) if (m == 0).any()), default=None)
+        lowest_kept = min(s[m == 1].min() for s, m in zip(scores, kept) if (m == 1).any())
+        assert highest_pruned is None or highest_pruned <= lowest_kept, k  # ranked across the layers
+        before = kept
+
+
+def test_eval_learned_sweeps_a_sparse_checkpoint_and_all_leaves_it_out(sparse_checkpoints, tmp_path, data_dir, capsys):
+    result = run_main(eval_script.main, ["--sparsity", "learned", "--checkpoint", sparse_checkpoints / "vd.pt",
+                                         "--ks", "50,99.5", "--no-timing", "--results-dir", tmp_path / "results",
+                                         "--logdir", tmp_path / "runs", "--plot", tmp_path / "plot.png"], capsys)
+    assert result.returncode == 0, result.stderr
+    rows = results.read_rows(tmp_path / "results" / "learned.csv")
+    assert [row["k"] for row in rows] == [50, 99.5]
+    assert [row["sparsity"] for row in rows] == pytest.approx([50, 99.5], abs=1e-3)
+    assert "learned" not in eval_script.parse_methods("all")
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--sparse", "l0", "--strength", "-1"], "expected a number >= 0, got '-1'"),
+    (["--strength", "1"], "--strength is the penalty of vd, l0 and l0-unit"),
+    (["--sparse", "gmp", "--target", "90", "--strength", "1"], "--strength is the penalty of vd, l0 and l0-unit"),
+    (["--sparse", "vd", "--l1", "1e-5"], "--sparse vd brings its own"),
+])
+def test_a_bad_strength_or_penalty_is_one_line_before_any_training(flags, words, tmp_path, capsys):
+    result = run_main(train.main, [*flags, "--out", str(tmp_path / "x.pt"), "--logdir", str(tmp_path / "runs")], capsys)
+    assert_fails_cleanly(result, words)
+    assert not any(tmp_path.iterdir())
+
+
+def test_learned_on_a_checkpoint_without_scores_is_one_line(checkpoint, tmp_path, capsys):
+    result = run_main(eval_script.main, ["--sparsity", "weight,learned", "--checkpoint", checkpoint, "--no-timing",
+                                         "--results-dir", tmp_path / "results", "--logdir", tmp_path / "runs"], capsys)
+    assert_fails_cleanly(result, f"{checkpoint} holds no learned scores")
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("damage", ["a layer short", "a wrong shape", "not finite", "float64"])
+def test_damaged_learned_scores_are_refused_in_one_line(damage, sparse_checkpoints, tmp_path, capsys):
+    saved = torch.load(sparse_checkpoints / "vd.pt", weights_only=True)
+    scores = saved["scores"]
+    if damage == "a layer short":
+        scores.pop()
+    elif damage == "a wrong shape":
+        scores[1] = scores[1][:, :-1].contiguous()
+    elif damage == "not finite":
+        scores[2][0, 0] = float("nan")
+    else:
+        scores[0] = scores[0].double()
+    torch.save(saved, tmp_path / "bad.pt")
+    result = run_main(eval_script.main, ["--sparsity", "learned", "--checkpoint", tmp_path / "bad.pt", "--no-timing",
+                                         "--results-dir", tmp_path / "results", "--logdir", tmp_path / "runs"], capsys)
+    assert_fails_cleanly(result, "holds learned scores that are not one finite float32 matrix per hidden layer")

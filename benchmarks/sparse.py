@@ -1,0 +1,133 @@
+"""Nets trained to be sparse against pruning a dense net, at sparsities up to 99.8 %: the tables of docs/sparse.md.
+
+Reads what docs/make.sh's sparse section made: the checkpoints of train.py --sparse gmp (one per target),
+vd, l0 and l0-unit for each seed in checkpoints/, and eval.py's sweeps of them and of the dense seeds in
+docs/sparse/. Every accuracy is the mean ± standard deviation over the seeds found (their number is
+given where it is not 3); a sparsity is the share of the hidden layers' weights that are zero. Writes one
+Markdown file, also printed.
+
+    python benchmarks/sparse.py --ks 90,95,98,99,99.5,99.8 --out docs/sparse.md
+"""
+import argparse
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import checkpoints  # noqa: E402
+import files  # noqa: E402
+import results  # noqa: E402
+import utils  # noqa: E402
+from eval import parse_ks  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = (0, 1, 2)
+# (row, its epochs of training, the results file in docs/sparse/, its column)
+SWEPT = [
+    ("weight, one-shot", "15", "dense/weight.csv", "accuracy"),
+    ("global, one-shot", "15", "dense/global.csv", "accuracy"),
+    ("weight + fine-tuning", "15 + 1", "dense/weight-finetuned.csv", "accuracy"),
+    ("global + fine-tuning", "15 + 1", "dense/global-finetuned.csv", "accuracy"),
+    ("vd, learned ranking", "15", "vd/learned.csv", "accuracy"),
+    ("vd, magnitude (weight)", "15", "vd/weight.csv", "accuracy"),
+    ("l0, learned ranking", "15", "l0/learned.csv", "accuracy"),
+    ("l0, magnitude (weight)", "15", "l0/weight.csv", "accuracy"),
+]
+STRUCTURED = [
+    ("unit, one-shot", "15", "dense/unit-finetuned.csv", "one_shot_accuracy"),
+    ("unit + fine-tuning", "15 + 1", "dense/unit-finetuned.csv", "accuracy"),
+    ("l0-unit, learned ranking", "15", "l0-unit/learned.csv", "accuracy"),
+]
+
+
+def cell(values):
+    if not values:
+        return "–"
+    mean, std = results.mean_and_std(values)
+    return f"{mean:.2f} ± {std:.2f}" + (f" (n={len(values)})" if len(values) != len(SEEDS) else "")
+
+
+def swept_row(name, epochs, path, column, ks, docs):
+    """A row of accuracies at each k from an eval.py sweep: the mean ± std over the checkpoints it swept."""
+    path = docs / "sparse" / path
+    if not path.exists():
+        return [name, epochs, *("–" for _ in ks)]
+    rows = {row["k"]: row for row in results.read_rows(path)}
+    line = [name, epochs]
+    for k in ks:
+        row = rows.get(k)
+        if row is None:
+            line.append("–")
+            continue
+        std = row.get(f"{column}_std")
+        line.append(f"{row[column]:.2f}" + (f" ± {std:.2f}" if std is not None else " (n=1)"))
+    return line
+
+
+def load(path):
+    return checkpoints.load(path)[1] if path.exists() else None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--ks", type=parse_ks, default="90,95,98,99,99.5,99.8", help="the sparsities compared, in percent")
+    parser.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints", help="where the trained nets are")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where docs/make.sh put the sweeps and times")
+    parser.add_argument("--out", default=None, help="also write the tables to this Markdown file")
+    args = parser.parse_args(argv)
+    if args.out:
+        files.check_outputs(files=[args.out])
+
+    header = ["method", "epochs", *(f"{k:g} %" for k in args.ks)]
+    gmp = ["gmp to each target", "15"]
+    for k in args.ks:
+        found = [c for c in (load(args.checkpoints / f"gmp{k:g}-seed{s}.pt") for s in SEEDS) if c]
+        gmp.append(cell([c["accuracy"] for c in found]))
+    unstructured = [swept_row(*row, args.ks, args.docs) for row in SWEPT[:4]] + [gmp] + \
+                   [swept_row(*row, args.ks, args.docs) for row in SWEPT[4:]]
+    structured = [swept_row(*row, args.ks, args.docs) for row in STRUCTURED]
+
+    natural = []
+    for method in ("vd", "l0", "l0-unit"):
+        found = [c for c in (load(args.checkpoints / f"{method}-seed{s}.pt") for s in SEEDS) if c]
+        if found:
+            natural.append([method, cell([c["natural_sparsity"] for c in found]),
+                            cell([c["natural_accuracy"] for c in found]), cell([c["accuracy"] for c in found])])
+    dense = [c for c in (load(args.checkpoints / f"seed{s}.pt") for s in SEEDS) if c]
+    times = wall_times(args.docs)
+
+    text = "\n\n".join([
+        f"Test accuracy (%) at each share of the hidden weights pruned; the dense recipe unpruned: "
+        f"{cell([c['accuracy'] for c in dense])}.",
+        results.markdown(header, unstructured, text_columns=(0, 1)),
+        "Structure: whole units (rows) removed, the share of the hidden weights they hold as above.",
+        results.markdown(header, structured, text_columns=(0, 1)),
+        "What each method zeroes on its own (vd: log α ≥ 3; l0: the gates shut), the accuracy there, and the "
+        "accuracy of the saved values, unthresholded:",
+        results.markdown(["method", "natural sparsity %", "accuracy there %", "unthresholded %"], natural,
+                         text_columns=(0,)),
+        "Training time here, each command's median over its runs (range):",
+        results.markdown(["command", "median", "range", "runs"], times, text_columns=(0,)),
+    ])
+    print(text)
+    if args.out:
+        files.write_atomic(args.out, lambda f: f.write((text + "\n").encode()))
+
+
+def wall_times(docs):
+    runs = {}
+    for section in ("train", "sparse"):
+        path = docs / "times" / f"{section}.csv"
+        if path.exists():
+            with open(path, newline="") as f:
+                for name, seconds in csv.reader(f):
+                    if name.startswith("python train.py"):
+                        runs.setdefault(name, []).append(float(seconds))
+    return [[f"`{name}`", f"{statistics.median(s):.0f} s", f"{min(s):.0f}–{max(s):.0f} s", len(s)]
+            for name, s in runs.items()]
+
+
+if __name__ == "__main__":
+    utils.run(main)
