@@ -78,14 +78,21 @@ def fetch(class_name, data_dir):
     """Download a dataset with torchvision into data_dir/<Class>/raw."""
     from torchvision import datasets  # imported here: it takes over a second and only this needs it
 
-    print(f"downloading {class_name} into {data_dir / class_name / 'raw'}", file=sys.stderr)
+    raw = data_dir / class_name / "raw"
+    missing = [p for p in (raw, *raw.parents) if not p.exists()]  # the folders the download will make
+    print(f"downloading {class_name} into {raw}", file=sys.stderr)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints every mirror it tries
             getattr(datasets, class_name)(data_dir, download=True)
     except (RuntimeError, OSError) as e:
+        for folder in missing:  # the deepest first; a mistyped --data-dir leaves nothing behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         reason = str(e).strip().splitlines()[-1]
+        offline = ("; offline, Fashion-MNIST is a drop-in: apt-get install -y dataset-fashion-mnist, then --dataset "
+                   "fashion-mnist --data-dir /usr/share/datasets/fashion-mnist" if class_name == "MNIST" else "")
         raise UserError(f"could not download {class_name} ({reason}): put its four IDX files (.gz or not) "
-                        f"in {data_dir / class_name / 'raw'}, or point --data-dir at a folder that holds them")
+                        f"in {raw}, or point --data-dir at a folder that holds them{offline}")
 
 
 def read_idx(path):

@@ -112,6 +112,11 @@ def main(argv=None):
     data_dir = trained.get("data_dir", "data") if args.data_dir == CHECKPOINTS else args.data_dir
     if len({c.get("config", {}).get("dataset", "mnist") for c in saved}) > 1:
         raise utils.UserError("the checkpoints were trained on different data sets; compare seeds of one recipe")
+    twice = next((path for n, (path, c) in enumerate(zip(args.checkpoint, saved))
+                  if c["sha256"] in [earlier["sha256"] for earlier in saved[:n]]), None)
+    if twice:
+        raise utils.UserError(f"{twice} is the same file as an earlier --checkpoint (the same sha256): a spread over "
+                              f"checkpoints needs different seeds")
     no_scores = next((path for path, c in zip(args.checkpoint, saved) if "scores" not in c), None)
     if SCORE_METHODS.keys() & set(args.sparsity) and no_scores:
         raise utils.UserError(f"--sparsity learned: {no_scores} holds no learned scores; give a checkpoint of train.py "

@@ -11,7 +11,8 @@ def check_outputs(files=(), folders=()):
     """Fail now, not after minutes of work, if an output cannot be written: every folder is made and
     written into, and every file's own temporary name is made beside it; a file's path must not be
     taken by a folder or by anything but a plain file (which the rename would replace). A check that
-    fails takes away the folders the checks made, so that a refused run leaves nothing behind."""
+    fails takes away the folders the checks made, so that a refused run leaves nothing behind; the
+    folders made are returned, for remove_empty where a later step fails."""
     made = []
     try:
         for path in map(Path, files):
@@ -23,10 +24,16 @@ def check_outputs(files=(), folders=()):
         for folder in folders:
             check_writable(folder, made=made)
     except UserError:
-        for folder in reversed(made):  # the deepest first
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_empty(made)
         raise
+    return made
+
+
+def remove_empty(folders):
+    """Remove those of `folders` (outermost first, as check_outputs returns them) that are still empty."""
+    for folder in reversed(folders):  # the deepest first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def check_writable(folder, probe=None, made=None):

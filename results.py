@@ -198,7 +198,9 @@ def plot_accuracy(ax, results, unpruned):
         ax.fill_between(kept, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color,
                         alpha=0.2, linewidth=0)
     ax.axhline(unpruned, color="black", linewidth=0.8, linestyle=":", label=f"unpruned, {unpruned:.2f} %")
-    ax.set(ylabel="test accuracy (%)", title="Accuracy: mean, band ± 1 std over checkpoints")
+    several = any("accuracy_std" in row for _, rows in results.values() for row in rows)
+    ax.set(ylabel="test accuracy (%)",
+           title="Accuracy: mean, band ± 1 std over checkpoints" if several else "Accuracy of one checkpoint")
 
 
 def plot_speed(ax, timed):
@@ -209,16 +211,18 @@ def plot_speed(ax, timed):
     colors = {method: f"C{i}" for i, method in enumerate(sorted(timed))}
     for method, rows in sorted(timed.items()):
         kept = percent_kept(rows)
-        for column, style, label in (("sparse_speedup", "-", "sparse"), ("compact_speedup", "--", "compact")):
+        for column, style, marker, label in (("sparse_speedup", "-", "o", "sparse"),
+                                             ("compact_speedup", "--", "s", "compact")):
             values = [row[column] for row in rows]
             spread = None
             if f"{column}_min" in rows[0]:
                 spread = [[v - row[f"{column}_min"] for v, row in zip(values, rows)],
                           [row[f"{column}_max"] - v for v, row in zip(values, rows)]]
-            ax.errorbar(kept, values, yerr=spread, fmt=style, marker="o", markersize=3, capsize=2,
+            ax.errorbar(kept, values, yerr=spread, fmt=style, marker=marker, markersize=3, capsize=2,
                         color=colors[method], label=f"{method}, {label}")
-        ax.plot(kept, [row["compact_flop_ceiling"] for row in rows], ":", color=colors[method], linewidth=1,
-                label=f"{method}, compact ceiling")
+        compact_ceiling = [row["compact_flop_ceiling"] for row in rows]
+        if any(c > 1.1 * row["flop_ceiling"] for c, row in zip(compact_ceiling, rows)):  # else it hides under the grey one
+            ax.plot(kept, compact_ceiling, ":", color=colors[method], linewidth=1, label=f"{method}, compact ceiling")
     rows = next(iter(timed.values()))
     ax.plot(percent_kept(rows), [row["flop_ceiling"] for row in rows], ":", color="grey", linewidth=2,
             label="ceiling of the nonzeros")
@@ -249,7 +253,7 @@ def draw_plot(path, results, unpruned, note, timed=None):
         ax.set_xlim(110, min(0.8, 0.8 * least_kept))  # pruning runs left to right, as far as the curves go
         ax.set_xlabel("hidden-layer weights kept (%, log scale)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, handlelength=4)  # long enough to tell a dashed line from a solid one
     fig.suptitle(textwrap.fill(note, 95 * len(panels)), fontsize=9)  # 95 characters of 9 pt fit 7 inches
     fig.tight_layout()
     files.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))

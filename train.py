@@ -60,10 +60,14 @@ def main(argv=None):
         args.strength = getattr(args, "strength", sparse_training.DEFAULT_STRENGTH[sparse])
 
     device = utils.pick_device(args.device)
-    files.check_outputs(files=[args.out], folders=[args.logdir])  # before the training it would throw away
+    made = files.check_outputs(files=[args.out], folders=[args.logdir])  # before the training it would throw away
     torch.manual_seed(args.seed)
-    train_data = data.load_data(args.dataset, args.data_dir, "train", not args.no_download, device)
-    test_data = data.load_data(args.dataset, args.data_dir, "test", not args.no_download, device)
+    try:
+        train_data = data.load_data(args.dataset, args.data_dir, "train", not args.no_download, device)
+        test_data = data.load_data(args.dataset, args.data_dir, "test", not args.no_download, device)
+    except utils.UserError:  # no data: a run that never started leaves no empty folders behind
+        files.remove_empty(made)
+        raise
     # Plain values only: a checkpoint loads with weights_only=True, which refuses any other type.
     command = shlex.join(["python", "train.py", *(sys.argv[1:] if argv is None else argv)])
     config = {**vars(args), "sparse": sparse, "device": device, "command": command, "torch": str(torch.__version__)}

@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,11 +183,13 @@ def test_a_failed_download_says_where_to_put_the_files(tmp_path, capsys, monkeyp
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", no_internet)
-    result = run_main(train.main, ["--data-dir", tmp_path / "data", "--out", tmp_path / "m.pt"], capsys)
+    result = run_main(train.main, ["--data-dir", tmp_path / "data", "--out", tmp_path / "out" / "m.pt",
+                                   "--logdir", tmp_path / "runs"], capsys)
     line = assert_fails_cleanly(result, "could not download MNIST", "Name or service not known",
-                                str(tmp_path / "data" / "MNIST" / "raw"))
+                                str(tmp_path / "data" / "MNIST" / "raw"),
+                                "Fashion-MNIST is a drop-in: apt-get install -y dataset-fashion-mnist")
     assert result.stderr.strip().splitlines() == [f"downloading MNIST into {tmp_path / 'data' / 'MNIST' / 'raw'}", line]
-    assert not (tmp_path / "m.pt").exists()
+    assert list(tmp_path.iterdir()) == []  # no checkpoint, and none of the folders the run would have made
 
 
 # IDX file truncated or of the wrong size: a clear error naming the file
@@ -478,3 +481,13 @@ def test_two_sweeps_into_the_same_folders_at_once_both_finish_with_whole_files(t
     events.Reload()
     assert [e.step for e in events.Scalars("accuracy")] == [0, 500, 900]  # k in tenths of a percent
     assert [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("how", ["the same path twice", "a copy"])
+def test_the_same_checkpoint_twice_is_refused_as_no_spread(how, tmp_path, checkpoint, data_dir, capsys):
+    again = checkpoint if how == "the same path twice" else shutil.copy(checkpoint, tmp_path / "copy.pt")
+    argv = eval_argv(tmp_path, checkpoint, data_dir)
+    argv.insert(argv.index("--checkpoint") + 2, again)
+    result = run_main(eval_script.main, argv, capsys)
+    assert_one_line(result, f"{again} is the same file as an earlier --checkpoint (the same sha256)")
+    assert_nothing_written(tmp_path)
