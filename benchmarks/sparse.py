@@ -46,6 +46,8 @@ def cell(values):
     if not values:
         return "–"
     mean, std = results.mean_and_std(values)
+    if len(values) == 1:
+        return f"{mean:.2f} (n=1)"
     return f"{mean:.2f} ± {std:.2f}" + (f" (n={len(values)})" if len(values) != len(SEEDS) else "")
 
 

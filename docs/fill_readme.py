@@ -1,7 +1,7 @@
-"""Write the tables of README.md from what docs/make.sh saved in docs/, so that no number there is
-typed by hand.
+"""Write the tables of README.md and of the pages in docs/ from what docs/make.sh saved in docs/, so that
+no number there is typed by hand.
 
-README.md marks each generated part with a pair of comments; everything between them is replaced:
+A page marks each generated part with a pair of comments; everything between them is replaced:
 
     <!-- generated: accuracy -->
     ...
@@ -183,20 +183,27 @@ def generate(name):
         raise utils.UserError(f"cannot make the table {name!r} ({e}): run docs/make.sh")
 
 
+PAGES = [DOCS.parent / "README.md", *(DOCS / name for name in ("results.md", "sparse-training.md", "speed.md"))]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--readme", type=Path, default=DOCS.parent / "README.md", help="default: %(default)s")
+    parser.add_argument("--pages", type=Path, nargs="+", default=PAGES, help="the pages to fill (default: README.md "
+                        "and docs/results.md, sparse-training.md and speed.md)")
     args = parser.parse_args(argv)
 
-    try:
-        text = args.readme.read_text()
-    except OSError as e:
-        raise utils.UserError(f"cannot read {args.readme} ({e.strerror})")
-    unknown = [name for _, name, _ in BLOCK.findall(text) if name not in TABLES and not name.startswith("file:")]
-    if unknown:
-        raise utils.UserError(f"{args.readme} asks for a table this script does not make: {unknown[0]}")
-    text = BLOCK.sub(lambda m: m[1] + generate(m[2]) + "\n" + m[3], text)
-    files.write_atomic(args.readme, lambda f: f.write(text.encode()))
+    filled = {}
+    for page in args.pages:  # every page made before any is written: a missing table leaves all as they were
+        try:
+            text = page.read_text()
+        except OSError as e:
+            raise utils.UserError(f"cannot read {page} ({e.strerror})")
+        unknown = [name for _, name, _ in BLOCK.findall(text) if name not in TABLES and not name.startswith("file:")]
+        if unknown:
+            raise utils.UserError(f"{page} asks for a table this script does not make: {unknown[0]}")
+        filled[page] = BLOCK.sub(lambda m: m[1] + generate(m[2]) + "\n" + m[3], text)
+    for page, text in filled.items():
+        files.write_atomic(page, lambda f, text=text: f.write(text.encode()))
 
 
 if __name__ == "__main__":

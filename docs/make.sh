@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Regenerate every figure and table of README.md on this machine, from nothing: three seeds trained on
-# Fashion-MNIST, pruned by every method, retrained, compared with small dense nets and with nets trained
-# to be sparse, timed in separate processes, and README.md's tables rewritten from what they wrote into
-# docs/. About 2 hours on 2 CPU cores, most of it the sparse section.
+# Regenerate every figure and table of README.md and docs/*.md on this machine, from nothing: three seeds
+# trained on Fashion-MNIST, pruned by every method, retrained, compared with small dense nets and with nets
+# trained to be sparse, timed in separate processes, and the pages' tables rewritten from what they wrote
+# into docs/ (docs/fill_readme.py).
 #
 #     bash docs/make.sh                  # every section, in order
 #     bash docs/make.sh sparse readme    # some of them (each needs what the sections before it trained)
 #
 # Sections: train sweeps retrain small-dense speed benchmarks sparse tests readme. Needs the Fashion-MNIST
 # IDX files in data/FashionMNIST/raw (README.md, "Offline"). Each command's wall time goes to
-# docs/times/<section>.csv; the README quotes their medians.
+# docs/times/<section>.csv; docs/results.md quotes their medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=(--dataset fashion-mnist --no-download)

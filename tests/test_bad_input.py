@@ -1,6 +1,6 @@
 """Bad input and interruption: one clear line, a non-zero exit, and nothing the user had is lost.
 
-One test per row of the README's table "When something is wrong", in its order.
+One test per row of the table in docs/errors.md, "When something is wrong", in its order.
 """
 import csv
 import errno
