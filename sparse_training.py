@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+import utils
 from prune import weight_mask
 
 GMP_START, GMP_END, GMP_EVERY = 0.1, 0.7, 100  # shares of the training steps, and Δt in steps
@@ -183,14 +184,31 @@ def l0_regularisation(model, images, strength=0.1, per_unit=False):
     return penalty
 
 
-def parameter_groups(model, lr):
-    """The optimizer's parameter groups: l0's gates at L0_GATE_LR times `lr`, everything else at `lr`."""
+def optimizer(method, model, lr, steps, weight_decay=0.0):
+    """(optimizer, scheduler) for `method`: Adam for vd and l0, as their papers train, l0's gates at L0_GATE_LR
+    times `lr`; SGD with Nesterov momentum for gmp and the dense recipe (None); both annealed on a cosine."""
+    if method not in DEFAULT_STRENGTH:
+        return utils.sgd(model, lr, steps, weight_decay)
     gates = [layer.log_alpha for layer in model.hidden if isinstance(layer, GatedLinear)]
     others = [p for p in model.parameters() if all(p is not gate for gate in gates)]
-    return [{"params": others, "lr": lr}] + ([{"params": gates, "lr": lr * L0_GATE_LR}] if gates else [])
+    groups = [{"params": others, "lr": lr}] + ([{"params": gates, "lr": lr * L0_GATE_LR}] if gates else [])
+    return utils.adam(groups, lr, steps, weight_decay)
 
 
 # ---------------------------------------------------------------------------------------------------
+
+
+def prepare(method, model, steps, images, target=None, strength=None):
+    """Set `model` up to train by `method` over `steps` steps on `images` training images; return (penalty,
+    after_step): the term to add to each step's loss and the function to call after each step, None where
+    the method has none (as the dense recipe has neither)."""
+    if method == "gmp":
+        return None, gradual_magnitude_pruning(model, target, steps)
+    if method == "vd":
+        return variational_dropout(model, steps, images, strength), None
+    if method in ("l0", "l0-unit"):
+        return l0_regularisation(model, images, strength, per_unit=method == "l0-unit"), None
+    return None, None
 
 
 @torch.no_grad()

@@ -75,17 +75,11 @@ def main(argv=None):
     model = MLP().to(device)
     initial_state = {name: weight.clone() for name, weight in model.state_dict().items()}  # for rewinding
     steps = args.epochs * math.ceil(len(train_data[1]) / args.batch_size)  # the schedule moves every batch
-    after_step = sparse_training.gradual_magnitude_pruning(model, args.target, steps) if sparse == "gmp" else None
-    penalty = None  # vd and l0 make the hidden layers their own, and add a term to the loss
-    if sparse == "vd":
-        penalty = sparse_training.variational_dropout(model, steps, len(train_data[1]), args.strength)
-    elif sparse in ("l0", "l0-unit"):
-        penalty = sparse_training.l0_regularisation(model, len(train_data[1]), args.strength, sparse == "l0-unit")
+    # gmp prunes after each step; vd and l0 make the hidden layers their own, and add a term to the loss
+    penalty, after_step = sparse_training.prepare(sparse, model, steps, len(train_data[1]), getattr(args, "target", None),
+                                                  getattr(args, "strength", None))
     loss_fn = (lambda logits, batch: F.cross_entropy(logits, train_data[1][batch]) + penalty()) if penalty else None
-    if adam:
-        optimizer, scheduler = utils.adam(sparse_training.parameter_groups(model, args.lr), args.lr, steps, args.weight_decay)
-    else:
-        optimizer, scheduler = utils.sgd(model, args.lr, steps, args.weight_decay)
+    optimizer, scheduler = sparse_training.optimizer(sparse, model, args.lr, steps, args.weight_decay)
     shuffle = torch.Generator().manual_seed(args.seed)
 
     from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow, and bad flags fail first

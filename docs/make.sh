@@ -92,6 +92,7 @@ sparse() {  # trained to be sparse, against pruning the dense seeds, at sparsiti
             --results-dir docs/sparse/$method --plot docs/sparse/$method.png "${out[@]}"
     done
     python benchmarks/sparse.py --ks $SPARSE_KS --out docs/sparse.md
+    python benchmarks/train_speed.py --out docs/train_speed.md
 }
 
 tests() {

@@ -1,0 +1,92 @@
+"""The cost of training to be sparse: a training step of each method of train.py --sparse against the dense
+recipe's, in one process.
+
+Each method trains its own net, set up as train.py sets it up (sparse_training.prepare and .optimizer), on
+the same batches of random images (the cost of a step does not depend on what the pixels are). The methods
+take turns, --steps steps each per round, so that a slow spell of a shared machine hits them alike; each
+round gives each method's time per step over the dense recipe's in that round, and the table shows the
+median over --rounds rounds (and their range), with the median time per step.
+
+    python benchmarks/train_speed.py --out docs/train_speed.md
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import files  # noqa: E402
+import results  # noqa: E402
+import sparse_training  # noqa: E402
+import utils  # noqa: E402
+from model import MLP  # noqa: E402
+from speed import machine  # noqa: E402
+
+TRAINING_IMAGES = 60000  # what the penalties are divided by, as on MNIST
+
+
+def trainer(method, batch_size, steps):
+    """One training step of `method` as a function of (images, labels), on its own freshly built net."""
+    model = MLP()
+    penalty, after_step = sparse_training.prepare(method, model, steps, TRAINING_IMAGES, target=95,
+                                                  strength=sparse_training.DEFAULT_STRENGTH.get(method))
+    optimizer, scheduler = sparse_training.optimizer(method, model, 1e-3 if penalty else 0.05, steps)
+    model.train()
+
+    def step(images, labels):
+        loss = F.cross_entropy(model(images), labels) + (penalty() if penalty else 0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if penalty is None:  # the dense recipe's and gmp's L1, as train.py's loop adds it
+            for weight in model.hidden.parameters():
+                weight.grad.add_(weight.detach().sign(), alpha=3e-5)
+        optimizer.step()
+        scheduler.step()
+        if after_step:
+            after_step()
+    return step
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--batch-size", type=utils.positive_int, default=128, help="images per step, as train.py's")
+    parser.add_argument("--steps", type=utils.positive_int, default=50, help="steps of each method per round")
+    parser.add_argument("--rounds", type=utils.positive_int, default=5, help="rounds, the methods taking turns in each")
+    parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
+    args = parser.parse_args(argv)
+    if args.out:
+        files.check_outputs(files=[args.out])
+
+    torch.manual_seed(0)
+    batches = [(torch.randn(args.batch_size, 784), torch.randint(0, 10, (args.batch_size,))) for _ in range(10)]
+    methods = ["dense", *sparse_training.METHODS]
+    # gmp's masks are recomputed every 100 steps: its schedule spans the run, so that it prunes in it
+    steps = {m: trainer(None if m == "dense" else m, args.batch_size, args.steps * (args.rounds + 1)) for m in methods}
+    seconds = {m: [] for m in methods}
+    for round_ in range(args.rounds + 1):  # the first round warms up, and is not counted
+        for method in methods:
+            start = time.perf_counter()
+            for i in range(args.steps):
+                steps[method](*batches[i % len(batches)])
+            if round_:
+                seconds[method].append((time.perf_counter() - start) / args.steps)
+        print(f"round {round_}/{args.rounds}", file=sys.stderr)
+    rows = []
+    for method in methods:
+        ratios = [s / d for s, d in zip(seconds[method], seconds["dense"])]
+        rows.append([method, f"{1000 * statistics.median(seconds[method]):.1f}",
+                     f"{statistics.median(ratios):.2f}x", f"{min(ratios):.2f}–{max(ratios):.2f}x"])
+    text = (f"A training step at batch {args.batch_size}, {machine('cpu')}, {torch.get_num_threads()} threads: median of "
+            f"{args.rounds} rounds of {args.steps} steps each (`python benchmarks/train_speed.py`).\n\n" +
+            results.markdown(["method", "ms a step", "over dense", "range"], rows, text_columns=(0,)))
+    print(text)
+    if args.out:
+        files.write_atomic(args.out, lambda f: f.write((text + "\n").encode()))
+
+
+if __name__ == "__main__":
+    utils.run(main)
