@@ -35,6 +35,8 @@ SWEPT = [
     ("l0, learned ranking", "15", "l0/learned.csv", "accuracy"),
     ("l0, magnitude (weight)", "15", "l0/weight.csv", "accuracy"),
 ]
+HEADLINE = {"weight, one-shot": "one-shot weight pruning", "weight + fine-tuning": "the same fine-tuned",
+            "gmp to each target": "gmp", "vd, learned ranking": "vd", "l0, learned ranking": "l0"}
 STRUCTURED = [
     ("unit, one-shot", "15", "dense/unit-finetuned.csv", "one_shot_accuracy"),
     ("unit + fine-tuning", "15 + 1", "dense/unit-finetuned.csv", "accuracy"),
@@ -78,9 +80,11 @@ def main(argv=None):
     parser.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints", help="where the trained nets are")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where docs/make.sh put the sweeps and times")
     parser.add_argument("--out", default=None, help="also write the tables to this Markdown file")
+    parser.add_argument("--headline", default=None,
+                        help="write the main rows at the two highest sparsities, as a sentence, to this file")
     args = parser.parse_args(argv)
-    if args.out:
-        files.check_outputs(files=[args.out])
+    if args.out or args.headline:
+        files.check_outputs(files=[path for path in (args.out, args.headline) if path])
 
     header = ["method", "epochs", *(f"{k:g} %" for k in args.ks)]
     gmp = ["gmp to each target", "15"]
@@ -116,6 +120,17 @@ def main(argv=None):
     print(text)
     if args.out:
         files.write_atomic(args.out, lambda f: f.write((text + "\n").encode()))
+    if args.headline:
+        sentence = headline(unstructured, args.ks)
+        files.write_atomic(args.headline, lambda f: f.write((sentence + "\n").encode()))
+
+
+def headline(rows, ks):
+    """The main rows' accuracy at the two highest sparsities, in two sentences."""
+    by_name = {row[0]: row[2:] for row in rows}
+    return " ".join(f"Test accuracy (%) with {k:g} % of the hidden weights pruned: " +
+                    "; ".join(f"{label} {by_name[name][ks.index(k)]}" for name, label in HEADLINE.items()) + "."
+                    for k in ks[-2:][::-1])
 
 
 def wall_times(docs):

@@ -91,7 +91,7 @@ sparse() {  # trained to be sparse, against pruning the dense seeds, at sparsiti
         python eval.py --sparsity learned,weight --checkpoint checkpoints/$method-seed{0,1,2}.pt \
             --results-dir docs/sparse/$method --plot docs/sparse/$method.png "${out[@]}"
     done
-    python benchmarks/sparse.py --ks $SPARSE_KS --out docs/sparse.md
+    python benchmarks/sparse.py --ks $SPARSE_KS --out docs/sparse.md --headline docs/sparse_headline.md
     python benchmarks/train_speed.py --out docs/train_speed.md
 }
 
