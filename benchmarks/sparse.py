@@ -114,7 +114,8 @@ def main(argv=None):
         "accuracy of the saved values, unthresholded:",
         results.markdown(["method", "natural sparsity %", "accuracy there %", "unthresholded %"], natural,
                          text_columns=(0,)),
-        "Training time here, each command's median over its runs (range):",
+        "Wall time of each training command, as docs/times/ recorded it: the median over its runs (range). It "
+        "depends on what else shared the machine; the step costs below compare the methods in one process:",
         results.markdown(["command", "median", "range", "runs"], times, text_columns=(0,)),
     ])
     print(text)
