@@ -93,13 +93,14 @@ def main(argv=None):
             loss = utils.train_epoch(model, train_data, optimizer, args.batch_size, shuffle, scheduler, args.l1,
                                      desc=f"epoch {epoch}/{args.epochs}", loss_fn=loss_fn, after_step=after_step)
             accuracy = utils.evaluate(model, test_data)  # of the net as a sparse method prunes it
-            zeros = f"  natural sparsity {sparse_training.natural_sparsity(model):.2f}%" if sparse else ""
+            zeros = sparse_training.natural_sparsity(model) if sparse else None
             with files.writing(log):
                 writer.add_scalar("train/loss", loss, epoch)
                 writer.add_scalar("train/test_accuracy", accuracy, epoch)
                 if sparse:
-                    writer.add_scalar("train/natural_sparsity", sparse_training.natural_sparsity(model), epoch)
-            print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  test accuracy {accuracy:.2f}%{zeros}  "
+                    writer.add_scalar("train/natural_sparsity", zeros, epoch)
+            print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  test accuracy {accuracy:.2f}%"
+                  f"{f'  natural sparsity {zeros:.2f}%' if sparse else ''}  "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
     finally:  # on Ctrl-C or an error too, so that the epochs done so far stay in TensorBoard
         with files.writing(log):
