@@ -18,7 +18,7 @@ import results
 import utils
 from model import MLP
 from prune import METHODS, SCORE_METHODS, apply_masks, fresh_init, masks, retrain, sparsity
-from speed import cpu_kernel, machine, sparse_path, time_forwards
+from speed import cpu_kernel, machine, peer_paths, sparse_path, time_forwards
 
 DEFAULT_KS = "0,25,50,60,70,80,90,95,97,99"
 CHECKPOINTS = "the checkpoint's"  # default --dataset and --data-dir: those the checkpoint was trained on
@@ -69,8 +69,13 @@ def main(argv=None):
                         help="what train.py saved, or a pruned net that --save kept (pruned further at each k, its "
                              "zeros kept); several (the same recipe, other seeds) give the mean accuracy and its "
                              "standard deviation over them")
-    parser.add_argument("--timing-batch", type=utils.positive_int, default=100,
-                        help="images per forward pass when timing dense against sparse (the first checkpoint's net)")
+    parser.add_argument("--timing-batch", type=utils.positive_ints, default="100",
+                        help="images per forward pass when timing dense against sparse (the first checkpoint's net); "
+                             "several sizes, such as 1,100,1000, are each timed. The first gives the plot and the "
+                             "columns dense_ms, sparse_speedup...; another size B gives dense_ms_batchB...")
+    parser.add_argument("--timing-peers", action="store_true",
+                        help="also time the libraries a user might try instead: scipy.sparse CSR, and MKL's sparse "
+                             "BLAS where the sparse_dot_mkl package is installed")
     parser.add_argument("--no-timing", action="store_true", help="measure accuracy only")
     parser.add_argument("--retrain", choices=RETRAIN, default=argparse.SUPPRESS,
                         help="after pruning, train the kept weights (the pruned ones held at zero) as they are "
@@ -132,12 +137,16 @@ def main(argv=None):
                                *(folder / net_name(name, k) for folder in save_dirs for name in names for k in args.ks)],
                         folders=[args.results_dir, args.logdir, *save_dirs])  # after the inputs: bad inputs leave no trace
     timing = not (args.no_timing or variant)
-    timing_images = test_data[0][:args.timing_batch]
-    if timing and len(timing_images) < args.timing_batch:
-        raise utils.UserError(f"--timing-batch {args.timing_batch} is more than the {len(timing_images)} test images")
+    timing_images = test_data[0][:max(args.timing_batch)]
+    if timing and len(timing_images) < max(args.timing_batch):
+        raise utils.UserError(f"--timing-batch {max(args.timing_batch)} is more than the {len(timing_images)} test "
+                              f"images")
     sparse = sparse_path(device) if timing else None
     if sparse == "torch CSR" and torch.device(device).type == "cpu":
         print(f"note: the sparse path is torch CSR, as the C kernel did not build: {cpu_kernel()[1]}")
+    if timing and args.timing_peers:
+        for note in peer_paths([torch.zeros(1, 1)])[1]:
+            print(f"note: {note}")
     command = shlex.join(["python", "eval.py", *(sys.argv[1:] if argv is None else argv)])
     info = {"sha256": [c["sha256"] for c in saved],
             "checkpoints": [{"path": path, "seed": c.get("config", {}).get("seed"), "accuracy": c.get("accuracy")}
@@ -171,8 +180,12 @@ def main(argv=None):
                 checkpoints.save_pruned(folder / net_name(name, k), [layer.weight.detach() for layer in net.layers],
                                         accuracy, dataset, record, config)
             if timing:
-                with torch.no_grad():
-                    row |= time_forwards([layer.weight.detach() for layer in pruned[0].layers], timing_images)
+                for batch in args.timing_batch:
+                    with torch.no_grad():
+                        timed = time_forwards([layer.weight.detach() for layer in pruned[0].layers],
+                                              timing_images[:batch], args.timing_peers)
+                    row |= {results.batch_column(column, batch, args.timing_batch): value for column, value in
+                            timed.items() if batch == args.timing_batch[0] or column.endswith(results.TIMED)}
             rows.append(row)
         print(f"\n{name} pruning of {', '.join(args.checkpoint)} on {dataset} ({time.perf_counter() - start:.1f} s)")
         print(results.markdown_table(rows))
@@ -187,7 +200,7 @@ def main(argv=None):
               f"these checkpoints: {', '.join(others)}")
     timed = {info["method"]: rows for info, rows in found.values() if "sparse_speedup" in rows[0]}
     note = (f"{dataset}, {len(models)} checkpoint(s): {', '.join(map(os.path.basename, args.checkpoint))}" +
-            (f" | timing: batch {args.timing_batch}, {info['config']['machine']}, {torch.get_num_threads()} threads, "
+            (f" | timing: batch {args.timing_batch[0]}, {info['config']['machine']}, {torch.get_num_threads()} threads, "
              f"the first checkpoint" if timed else ""))
     unpruned = statistics.mean(c.get("accuracy", float("nan")) for c in saved)
     results.draw_plot(args.plot, found, unpruned, note, timed)

@@ -135,6 +135,24 @@ def retrain(model, train_data, epochs, lr, batch_size, seed, l1=0.0, weight_deca
                           desc=f"retrain {epoch}/{epochs}")
 
 
+def compact(weights):
+    """The pruned net without its dead units, as a smaller dense net with the same outputs.
+
+    A unit whose weights are all zero outputs relu(0) = 0 (there are no biases), so its row, and the
+    matching input column of the next layer, can go. One unit per layer always stays, so that
+    every layer keeps a shape.
+    """
+    smaller, inputs = [], torch.arange(weights[0].shape[1], device=weights[0].device)
+    for weight in weights[:-1]:
+        weight = weight[:, inputs]
+        alive = weight.ne(0).any(dim=1)
+        alive[0] |= not alive.any()
+        inputs = alive.nonzero().flatten()
+        smaller.append(weight[inputs].contiguous())
+    smaller.append(weights[-1][:, inputs].contiguous())
+    return smaller
+
+
 def zero_percent(layers):
     return 100 * sum(int((layer.weight == 0).sum()) for layer in layers) / sum(layer.weight.numel() for layer in layers)
 

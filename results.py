@@ -27,6 +27,11 @@ TABLE = [("k", "k %"), ("sparsity", "sparsity %"), ("total_sparsity", "whole net
          ("compact_ms", "compact ms"), ("compact_speedup", "compact x"), ("compact_flop_ceiling", "compact ceiling x")]
 
 
+def batch_column(name, batch, batches):
+    """A timing's column: `name` for the first of eval.py's --timing-batch sizes, `name`_batch<size> for the others."""
+    return name if batch == batches[0] else f"{name}_batch{batch}"
+
+
 def mean_and_std(values):
     """The mean and the sample standard deviation (0 for a single value)."""
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
@@ -49,6 +54,10 @@ def markdown_table(rows):
                     [[f"{row[c]:g}" if c == "k" else format_number(row[c]) for c, _ in columns] for row in rows])
 
 
+TIMED = ("_ms", "_speedup")  # the columns of a timing; the sparsity and the ceilings are the same at every batch
+PEER_COLUMNS = [("scipy_speedup", "scipy CSR x"), ("mkl_speedup", "MKL sparse x")]
+
+
 def markdown(header, rows, text_columns=()):
     """A Markdown table, its columns aligned right but those named in text_columns (by index)."""
     lines = [header, ["---" if i in text_columns else "---:" for i in range(len(header))], *rows]
@@ -61,14 +70,17 @@ SPEED_COLUMNS = [("sparse_speedup", "sparse x"), ("flop_ceiling", "ceiling x"), 
                  ("compact_flop_ceiling", "compact ceiling x"), ("dense_ms", "dense ms")]
 
 
-def speed_table(rows):
-    """Per k, each timed column as its median (min–max), the ceilings as they are."""
+def speed_table(rows, suffix=""):
+    """Per k, each timed column as its median (min–max), the ceilings as they are; a timed column of another
+    batch than the first is <column><suffix> (batch_column). The peers' columns where they were timed."""
     def cell(row, column):
-        if f"{column}_min" not in row:
-            return f"{row[column]:.1f}"
-        return f"{row[column]:.2f} ({row[column + '_min']:.2f}–{row[column + '_max']:.2f})"
-    return markdown(["k %", *(heading for _, heading in SPEED_COLUMNS)],
-                    [[f"{row['k']:g}", *(cell(row, c) for c, _ in SPEED_COLUMNS)] for row in rows])
+        timed = column + suffix if column.endswith(TIMED) else column
+        if f"{timed}_min" not in row:
+            return f"{row[timed]:.1f}" if timed in row else "–"
+        return f"{row[timed]:.2f} ({row[timed + '_min']:.2f}–{row[timed + '_max']:.2f})"
+    columns = [*SPEED_COLUMNS[:-1], *((c, h) for c, h in PEER_COLUMNS if c + suffix in rows[0]), SPEED_COLUMNS[-1]]
+    return markdown(["k %", *(heading for _, heading in columns)],
+                    [[f"{row['k']:g}", *(cell(row, c) for c, _ in columns)] for row in rows])
 
 
 def format_number(value):

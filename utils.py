@@ -77,6 +77,13 @@ def percent_below_100(text):
     return parse_number(text, float, lambda value: 0 <= value < 100, "a percentage from 0 to below 100")
 
 
+def positive_ints(text):
+    """A comma-separated list of positive whole numbers, each once, in the order given."""
+    values = [parse_number(item.strip(), int, lambda value: value > 0, "positive whole numbers, comma-separated")
+              for item in text.split(",")]
+    return list(dict.fromkeys(values))
+
+
 def parse_number(text, kind, is_valid, expected):
     try:
         value = kind(text)

@@ -28,6 +28,7 @@ import checkpoints  # noqa: E402
 import files  # noqa: E402
 import inference  # noqa: E402
 import results  # noqa: E402
+import kernel  # noqa: E402
 import speed  # noqa: E402
 import utils  # noqa: E402
 from model import SIZES  # noqa: E402
@@ -104,7 +105,7 @@ def main(argv=None):
         rows = [[f"{k:g}", *(f"{sizes[f'{m}-{k:g}'] / 1e6:.3f} ({100 * sizes[f'{m}-{k:g}'] / DENSE_BYTES:.1f} %)"
                              for m in methods)] for k in ks]
         start = time.perf_counter()
-        speed.cpu_kernel()
+        kernel.cpu_kernel()
         compile_seconds = time.perf_counter() - start
         timed = {k: save_and_load_times(nets / f"weight-{k}.pt", args.repeats) for k in TIMED_KS
                  if f"weight-{k}" in sizes}

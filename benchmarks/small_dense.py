@@ -46,7 +46,9 @@ import files  # noqa: E402
 import utils  # noqa: E402
 from model import MLP, SIZES  # noqa: E402
 from prune import apply_masks, prune, retrain, unit_mask  # noqa: E402
-from speed import compact, cpu_kernel, csr_kernel_forward, dense_forward, sparse_plan, time_paths, transposed  # noqa: E402
+from kernel import cpu_kernel, csr_kernel_forward, sparse_plan  # noqa: E402
+from prune import compact  # noqa: E402
+from speed import dense_forward, time_paths, transposed  # noqa: E402
 
 TEMPERATURE, ALPHA = 4.0, 0.9
 HEADER = ["S %", "net", "sizes", "nonzero weights", "epochs", "accuracy %", "forward vs full dense"]

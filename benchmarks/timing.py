@@ -11,6 +11,10 @@ the range), <out>/timing.json (the commands, the machine and each process's wall
 <out>/timing.png; prints one table per method.
 
     python benchmarks/timing.py --checkpoint model.pt              # a few minutes on 2 CPU cores
+    python benchmarks/timing.py --checkpoint model.pt --sparsity weight,unit --ks 90,95,99 --timing-batch 1,100,1000
+
+Each run also times the libraries a user might try instead (eval.py --timing-peers): scipy.sparse, and MKL's
+sparse BLAS where sparse_dot_mkl is installed.
 """
 import argparse
 import json
@@ -28,7 +32,6 @@ import results  # noqa: E402
 import files  # noqa: E402
 import utils  # noqa: E402
 
-TIMED = ("_ms", "_speedup")  # the columns that change from run to run; sparsity and ceilings do not
 
 
 def main(argv=None):
@@ -37,9 +40,11 @@ def main(argv=None):
     parser.add_argument("--sparsity", default="all", help="methods, as eval.py takes them; default: %(default)s")
     parser.add_argument("--ks", default="0,25,50,60,70,80,90,95,97,99", help="default: %(default)s")
     parser.add_argument("--runs", type=utils.positive_int, default=5, help="separate processes; default: %(default)s")
-    parser.add_argument("--timing-batch", type=utils.positive_int, default=100, help="default: %(default)s")
+    parser.add_argument("--timing-batch", type=utils.positive_ints, default="100",
+                        help="batch sizes, comma-separated (1,100,1000): a table for each; default: %(default)s")
     parser.add_argument("--out", default="results/timing", help="folder for the results; default: %(default)s")
     args = parser.parse_args(argv)
+    batches = args.timing_batch
     out = Path(args.out)
     files.check_writable(out)
 
@@ -48,7 +53,8 @@ def main(argv=None):
         for i in range(args.runs):
             run_dir = Path(tmp) / f"run{i}"
             command = [sys.executable, str(REPO / "eval.py"), "--sparsity", args.sparsity, "--ks", args.ks,
-                       "--checkpoint", args.checkpoint, "--timing-batch", str(args.timing_batch), "--no-download",
+                       "--checkpoint", args.checkpoint, "--timing-batch", ",".join(map(str, batches)), "--timing-peers",
+                       "--no-download",
                        "--results-dir", str(run_dir), "--logdir", str(run_dir / "runs"),
                        "--plot", str(run_dir / "plot.png")]
             print(f"run {i + 1}/{args.runs}: {shlex.join(['python', 'eval.py', *command[2:]])}", flush=True)
@@ -67,20 +73,22 @@ def main(argv=None):
         for i, first in enumerate(runs[0][method]):
             row = {"method": method, **first}
             for column in first:
-                if column.endswith(TIMED):
+                if column.split("_batch")[0].endswith(results.TIMED):
                     values = [run[method][i][column] for run in runs]
                     row |= {column: statistics.median(values), f"{column}_min": min(values),
                             f"{column}_max": max(values)}
             rows.append(row)
-        print(f"\n{method}: median of {args.runs} runs (min-max)")
-        print(results.speed_table([row for row in rows if row["method"] == method]))
+        for batch in batches:
+            print(f"\n{method}, batch {batch}: median of {args.runs} runs (min-max)")
+            print(results.speed_table([row for row in rows if row["method"] == method],
+                                      results.batch_column("", batch, batches)))
 
     results.write_csv(out / "timing.csv", rows)
     info = {"command": shlex.join(["python", "benchmarks/timing.py", *(sys.argv[1:] if argv is None else argv)]),
             **vars(args), "machine": hardware, "threads": threads, "runs": commands, "run_seconds": seconds}
     files.write_atomic(out / "timing.json", lambda f: f.write(json.dumps(info, indent=2).encode()))
     timed = {method: [row for row in rows if row["method"] == method] for method in runs[0]}
-    note = (f"median of {args.runs} runs of eval.py, bars from min to max | batch {args.timing_batch}, "
+    note = (f"median of {args.runs} runs of eval.py, bars from min to max | batch {batches[0]}, "
             f"{hardware}, {threads} threads | {args.checkpoint}")
     results.draw_plot(out / "timing.png", {}, None, note, timed)
     print(f"\nwrote {out}/timing.csv, timing.json and timing.png; each eval.py run took "

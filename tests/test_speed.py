@@ -13,8 +13,10 @@ import utils
 from conftest import run_main
 from eval import main
 from prune import METHODS, prune
-from speed import (compact, compile_kernel, cpu_kernel, csr_kernel_forward, dense_forward, flop_ceiling, l1_bytes,
-                   machine, sparse_plan, sparse_path, torch_sparse_forward, transposed)
+import kernel
+from kernel import column_plan, compile_kernel, cpu_kernel, csr_kernel_forward, l1_bytes, sparse_plan, sparse_path
+from prune import compact
+from speed import dense_forward, flop_ceiling, machine, peer_paths, scipy_forward, torch_sparse_forward, transposed
 from model import MLP
 
 
@@ -36,25 +38,79 @@ def test_the_kernel_builds_where_there_is_a_c_compiler():
     assert sparse_path("cpu") == "csr_kernel.c"
 
 
+# Sizes either side of a vector (8 floats with AVX2, 16 with AVX-512) and of a tile (kernel.TILE per thread), one
+# image (column_kernel.c), and more than one round of tiles.
+BATCHES = (1, 2, 7, 15, 16, 17, 100, 130, 256, 1000, 1001)
+# -march=native, then the same without AVX-512 (AVX2 on a machine that has both), then without AVX at all: the
+# kernels' plain C. The tests run each build this machine can run.
+BUILDS = {"native": (), "AVX2": ("-mno-avx512f",), "no AVX": ("-mno-avx",)}
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("k", [0, 50, 90, 99])
 def test_every_forward_path_gives_the_pruned_models_logits(method, k):
     pruned, weights = pruned_weights(method, k)
-    for batch in (1, 7, 100, 130, 256):  # 130 and 256: more than one pass over the nonzeros without AVX-512
-        x = torch.randn(batch, 784)
-        with torch.no_grad():
-            expected = pruned(x)
-            paths = {"dense": dense_forward(transposed(weights), x),
-                     "compact": dense_forward(transposed(compact(weights)), x)}
-            if batch == 7:  # torch's own sparse paths: slow at low sparsity, and not this repo's code
-                paths["coo"] = torch_sparse_forward([w.to_sparse() for w in weights], x)
-                paths["csr"] = torch_sparse_forward([w.to_sparse_csr() for w in weights], x)
-            if HAS_COMPILER:  # elsewhere the kernel is not built, and the test above says why
-                paths["kernel"] = csr_kernel_forward(sparse_plan(weights, batch), x)
-                paths["kernel, planned for another batch"] = csr_kernel_forward(sparse_plan(weights, 100), x)
-        for name, logits in paths.items():
-            assert logits.shape == (batch, 10), name
-            torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4, msg=f"{name}, batch {batch}")
+    x = torch.randn(max(BATCHES), 784)
+    x[:3, :300] = x[0, 0]  # a blank part of the image, as column_kernel.c skips it
+    with torch.no_grad():
+        expected = pruned(x)
+        paths = {"dense": dense_forward(transposed(weights), x),
+                 "compact": dense_forward(transposed(compact(weights)), x)}
+        for name, (forward, layers) in peer_paths(weights)[0].items():
+            paths[name] = forward(layers, x[:7])
+        for batch in (1, 7):  # torch's own sparse paths: slow at low sparsity, and not this repo's code
+            paths[f"coo, batch {batch}"] = torch_sparse_forward([w.to_sparse() for w in weights], x[:batch])
+            paths[f"csr, batch {batch}"] = torch_sparse_forward([w.to_sparse_csr() for w in weights], x[:batch])
+    for name, logits in paths.items():
+        torch.testing.assert_close(logits, expected[:len(logits)], rtol=1e-4, atol=1e-4, msg=name)
+
+
+@needs_compiler
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("method, k", [("unit", 90), ("weight", 90), ("unit", 50), ("global", 95), ("random", 99)])
+def test_the_kernels_give_the_pruned_models_logits_at_every_batch(build, method, k, monkeypatch):
+    library, why_not = compile_kernel(os.environ.get("CC", "cc"), BUILDS[build])
+    assert library is not None, why_not
+    monkeypatch.setattr(kernel, "cpu_kernel", lambda: (library, ""))
+    pruned, weights = pruned_weights(method, k)
+    x = torch.randn(max(BATCHES), 784)
+    x[:3, :300] = x[0, 0]  # a blank part of the image, as column_kernel.c skips it
+    plans = {planned: sparse_plan(weights, planned) for planned in (1, 100, 1001)}
+    with torch.no_grad():
+        expected = pruned(x)
+        for planned, plan in plans.items():
+            for batch in BATCHES:
+                for start in (0, batch) if batch < 500 else (0,):  # other images next: nothing carried over
+                    logits = csr_kernel_forward(plan, x[start:start + batch])
+                    assert logits.shape == (batch, 10)
+                    torch.testing.assert_close(logits, expected[start:start + batch], rtol=1e-4, atol=1e-4,
+                                               msg=f"{build} build, planned for {planned}, batch {batch}")
+
+
+@needs_compiler
+@pytest.mark.parametrize("method, k", [("weight", 50), ("weight", 90), ("unit", 90), ("random", 99)])
+def test_the_one_image_plan_holds_each_weight_once_by_column(method, k):
+    _, weights = pruned_weights(method, k)
+    smaller = compact(weights)
+    plan = column_plan(smaller)
+    assert plan["n_layers"] == len(smaller)
+    for number, (arrays, layer, weight) in enumerate(zip(plan["arrays"], plan["layers"], smaller)):
+        rows, columns = weight.shape
+        assert (layer.rows, layer.columns, bool(layer.dense)) == (rows, columns, "start" not in arrays)
+        assert ("row_sum" in arrays) == (number == 0)
+        if number == 0:
+            torch.testing.assert_close(arrays["row_sum"], weight.sum(dim=1))
+        if layer.dense:
+            assert torch.equal(arrays["val"].T, weight)
+            continue
+        start, row, val = arrays["start"], arrays["row"].long(), arrays["val"]
+        assert start[0] == 0 and start[-1] == len(row) == weight.count_nonzero()
+        rebuilt = torch.zeros(rows, columns)
+        for j in range(columns):
+            rows_j = row[start[j]:start[j + 1]]
+            assert (rows_j.diff() > 0).all()  # each row once, in order
+            rebuilt[rows_j, j] = val[start[j]:start[j + 1]]
+        assert torch.equal(rebuilt, weight)
 
 
 @needs_compiler
