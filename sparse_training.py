@@ -8,9 +8,11 @@ leaving the rest to train the final masks, as the paper's schedules do.
 
 vd: sparse variational dropout (Molchanov et al. 2017). Each hidden weight is a Gaussian N(θ, σ²) whose
 log σ² is learned beside θ; log α = log σ² − log θ² is its dropout rate, and a weight with log α ≥ 3
-(a noise far larger than its mean) is zero at test time. The loss is the ELBO: the cross-entropy plus the
-KL divergence from the log-uniform prior, divided by the number of training images, its weight warmed up
-from 0 so that the net first learns what the data needs.
+(a noise far larger than its mean) is zero at test time. The loss is the cross-entropy plus the KL
+divergence from the log-uniform prior, divided by the number of training images, its weight warmed up
+from 0 so that the net first learns what the data needs, to 0.1 by default. At 1, the ELBO of the paper,
+the net zeroed 99.7 % of its hidden weights but lost 3.4 points of accuracy in the 15 epochs here; at 0.1
+it zeroes 97 % and keeps within 1.5 points of the dense net (docs/sparse-training.md).
 
 l0, l0-unit: L0 regularisation (Louizos et al. 2018). Each hidden weight (l0), or each unit's row of
 weights (l0-unit), is multiplied by a hard-concrete gate z in [0, 1], a stretched and clipped binary
@@ -35,7 +37,7 @@ from prune import weight_mask
 
 GMP_START, GMP_END, GMP_EVERY = 0.1, 0.7, 100  # shares of the training steps, and Δt in steps
 METHODS = ["gmp", "vd", "l0", "l0-unit"]
-DEFAULT_STRENGTH = {"vd": 1.0, "l0": 0.1, "l0-unit": 0.1}  # vd: the KL's final weight (1: the ELBO); l0: λ
+DEFAULT_STRENGTH = {"vd": 0.1, "l0": 0.1, "l0-unit": 0.1}  # vd: the KL's final weight (1: the ELBO); l0: λ
 
 VD_LOG_ALPHA_ZERO = 3.0  # a weight with log α at least this is zero at test time
 VD_WARMUP = 0.3  # share of the steps over which the KL's weight rises from 0 to its final value

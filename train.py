@@ -38,8 +38,8 @@ def main(argv=None):
     parser.add_argument("--target", type=utils.percent_below_100, default=argparse.SUPPRESS,
                         help="gmp's final sparsity, in percent of each hidden layer's weights, from 0 to below 100")
     parser.add_argument("--strength", type=utils.non_negative_float, default=argparse.SUPPRESS,
-                        help="how hard vd and l0 push to sparsity: vd's final weight of the KL term (default 1, "
-                             "the ELBO); l0's λ, the cost of each open weight per training image (default "
+                        help="how hard vd and l0 push to sparsity: vd's final weight of the KL term (default "
+                             f"{sparse_training.DEFAULT_STRENGTH['vd']}; 1 is the ELBO); l0's λ, the cost of each open weight per training image (default "
                              f"{sparse_training.DEFAULT_STRENGTH['l0']})")
     data.add_data_arguments(parser)
     parser.add_argument("--out", default="model.pt", help="where to save the checkpoint (with the initial weights, for --retrain rewind)")
