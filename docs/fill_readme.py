@@ -118,11 +118,16 @@ def timing_info():
     return json.loads((DOCS / "speed" / "timing.json").read_text())
 
 
+def first_batch(info):
+    batch = info["timing_batch"]
+    return batch[0] if isinstance(batch, list) else batch
+
+
 def speed_setup():
     """The machine the speed tables come from, and how long each timed sweep took there."""
     info = timing_info()
     seconds = info["run_seconds"]
-    return (f"Measured on: {info['machine']}, {info['threads']} threads, batch {info['timing_batch']}; "
+    return (f"Measured on: {info['machine']}, {info['threads']} threads, batch {first_batch(info)}; "
             f"`eval.py --sparsity {info['sparsity']}` ran {len(seconds)} times, "
             f"{duration(statistics.median(seconds))} each (median; {duration(min(seconds))}–{duration(max(seconds))}).")
 
@@ -130,7 +135,7 @@ def speed_setup():
 def speed_efficiency():
     """Multiply-adds per second of dense and of the sparse path (only the nonzero weights it runs, those of the
     compacted net), and the sparse path's share of its ceiling, at the sparsities where pruning pays most."""
-    dense_macs = sum(a * b for a, b in zip(SIZES, SIZES[1:])) * timing_info()["timing_batch"]
+    dense_macs = sum(a * b for a, b in zip(SIZES, SIZES[1:])) * first_batch(timing_info())
     lines = []
     for method in ("weight", "unit"):
         for row in timing_rows(method):
@@ -142,6 +147,31 @@ def speed_efficiency():
                               f"{100 * row['sparse_speedup'] / row['compact_flop_ceiling']:.0f} %"])
     return results.markdown(["method", "k %", "dense G multiply-adds/s", "sparse G multiply-adds/s", "sparse x",
                              "ceiling x (compacted)", "share of the ceiling"], lines, text_columns=(0,))
+
+
+def speed_batches():
+    """For each batch size, the sparse path and the libraries a user might try, as speedups over dense (median,
+    min–max over the runs), and the sparse path's share of its (compacted) ceiling."""
+    info = json.loads((DOCS / "speed" / "batches" / "timing.json").read_text())
+    with open(DOCS / "speed" / "batches" / "timing.csv", newline="") as f:
+        rows = [{c: v if c == "method" else float(v) for c, v in row.items()} for row in csv.DictReader(f)]
+    batches = info["timing_batch"]
+    paths = [("sparse", "sparse x"), ("scipy", "scipy CSR x"), ("mkl", "MKL sparse x"), ("csr", "torch CSR x"),
+             ("compact", "compact x")]
+    lines = []
+    for batch in sorted(batches):
+        suffix = results.batch_column("", batch, batches)
+        for row in rows:
+            cells = [f"{row[c]:.2f} ({row[c + '_min']:.2f}–{row[c + '_max']:.2f})" if c in row else "–"
+                     for c in (f"{path}_speedup{suffix}" for path, _ in paths)]
+            lines.append([batch, row["method"], f"{row['k']:g}", *cells, f"{row['compact_flop_ceiling']:.1f}",
+                          f"{100 * row['sparse_speedup' + suffix] / row['compact_flop_ceiling']:.0f} %",
+                          f"{row['dense_ms' + suffix]:.3g}"])
+    setup = (f"Measured on: {info['machine']}, {info['threads']} threads; `{info['command']}`: {len(info['runs'])} "
+             f"runs of eval.py, each timing every path in one process. Median speedup over dense (min–max):")
+    return setup + "\n\n" + results.markdown(
+        ["batch", "method", "k %", *(heading for _, heading in paths), "ceiling x (compacted)", "share of the ceiling",
+         "dense ms"], lines, text_columns=(1,))
 
 
 def times():
@@ -171,6 +201,7 @@ def duration(seconds):
 
 TABLES = {"accuracy": accuracy, "findings": findings, "global-layers": global_layers, "finetuned": finetuned,
           "retrained": retrained, "times": times, "speed-setup": speed_setup, "speed-efficiency": speed_efficiency,
+          "speed-batches": speed_batches,
           **{f"speed-{method}": (lambda method=method: speed(method)) for method in METHODS}}
 
 

@@ -60,6 +60,8 @@ small-dense() {
 
 speed() {
     python benchmarks/timing.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/speed
+    python benchmarks/timing.py --checkpoint checkpoints/seed0.pt --sparsity weight,unit --ks 90,95,99 \
+        --timing-batch 100,1,1000 --runs 5 --out docs/speed/batches
     python benchmarks/saved.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/saved.md
 }
 
