@@ -11,6 +11,8 @@ import data
 import checkpoints
 import utils
 from conftest import run_main
+import eval as eval_module
+import speed
 from eval import main
 from prune import METHODS, prune
 import kernel
@@ -243,6 +245,36 @@ def test_eval_times_every_path_for_every_method(tmp_path, checkpoint, data_dir, 
     assert float(unit_90["compact_flop_ceiling"]) == pytest.approx(2_386_000 / (100 * 784 + 100 * 100 + 50 * 100 +
                                                                                20 * 50 + 10 * 20), rel=1e-4)
     assert "sparse x" in result.stdout and "compact x" in result.stdout
+
+
+def test_eval_times_each_batch_size_and_the_peers_asked_for(tmp_path, checkpoint, data_dir, capsys, monkeypatch):
+    """The first size keeps the plain columns; another adds its own, suffixed; a peer that is not installed is
+    named in one note and not timed."""
+    real_peers = speed.peer_paths
+    monkeypatch.setattr(eval_module, "peer_paths", lambda w: ({}, ["MKL's sparse BLAS is not timed (test)"]))
+    monkeypatch.setattr(speed, "peer_paths", lambda w: ({k: v for k, v in real_peers(w)[0].items() if k != "mkl"}, []))
+    result = run_main(main, ["--sparsity", "weight", "--ks", "90", "--timing-batch", "20,1", "--timing-peers",
+                             "--checkpoint", checkpoint, "--data-dir", data_dir, "--results-dir", tmp_path / "results",
+                             "--logdir", tmp_path / "runs", "--plot", tmp_path / "plot.png"], capsys)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("note: MKL's sparse BLAS is not timed (test)") == 1
+    with open(tmp_path / "results" / "weight.csv") as f:
+        row = {column: float(value) for column, value in next(csv.DictReader(f)).items()}
+    for suffix in ("", "_batch1"):
+        for path in ("sparse", "compact", "csr", "scipy"):
+            assert row[f"{path}_speedup{suffix}"] == pytest.approx(
+                row[f"dense_ms{suffix}"] / row[f"{path}_ms{suffix}"], rel=1e-3)
+        assert f"mkl_ms{suffix}" not in row
+    assert "flop_ceiling" in row and "flop_ceiling_batch1" not in row  # the same at every batch
+    config = json.loads((tmp_path / "results" / "weight.json").read_text())["config"]
+    assert config["timing_batch"] == [20, 1] and config["timing_peers"] is True
+
+
+@pytest.mark.parametrize("value", ["1,0", "1,,2", "ten"])
+def test_a_bad_timing_batch_is_one_line(value, capsys):
+    result = run_main(main, ["--sparsity", "weight", "--timing-batch", value], capsys)
+    assert result.returncode == 2 and "--timing-batch" in result.stderr
+    assert "positive whole numbers" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_without_a_compiler_the_sparse_path_is_torch_csr(tmp_path, checkpoint, data_dir, capsys, monkeypatch):
