@@ -1,15 +1,18 @@
 """Nets trained to be sparse against pruning a dense net, at sparsities up to 99.8 %: the tables of docs/sparse.md.
 
-Reads what docs/make.sh's sparse section made: the checkpoints of train.py --sparse gmp (one per target),
-vd, l0 and l0-unit for each seed in checkpoints/, and eval.py's sweeps of them and of the dense seeds in
-docs/sparse/. Every accuracy is the mean ± standard deviation over the seeds found (their number is
+Reads what docs/make.sh's sparse section made: the record of each trained net in docs/sparse/runs/ (train.py
+--sparse gmp, one per target, vd, l0 and l0-unit for each seed, and the dense seeds: each checkpoint's
+numbers and config without its weights, written by --record), and eval.py's sweeps of them and of the dense
+seeds in docs/sparse/. Every accuracy is the mean ± standard deviation over the seeds found (their number is
 given where it is not 3); a sparsity is the share of the hidden layers' weights that are zero. Writes one
 Markdown file, also printed.
 
+    python benchmarks/sparse.py --record checkpoints/vd-seed0.pt      # after each training run
     python benchmarks/sparse.py --ks 90,95,98,99,99.5,99.8 --out docs/sparse.md
 """
 import argparse
 import csv
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -32,11 +35,13 @@ SWEPT = [
     ("global + fine-tuning", "15 + 1", "dense/global-finetuned.csv", "accuracy"),
     ("vd, learned ranking", "15", "vd/learned.csv", "accuracy"),
     ("vd, magnitude (weight)", "15", "vd/weight.csv", "accuracy"),
+    ("vd --strength 1 (the ELBO), learned", "15", "vd-strength1/learned.csv", "accuracy"),
     ("l0, learned ranking", "15", "l0/learned.csv", "accuracy"),
     ("l0, magnitude (weight)", "15", "l0/weight.csv", "accuracy"),
 ]
 HEADLINE = {"weight, one-shot": "one-shot weight pruning", "weight + fine-tuning": "the same fine-tuned",
-            "gmp to each target": "gmp", "vd, learned ranking": "vd", "l0, learned ranking": "l0"}
+            "gmp to each target": "gmp", "vd, learned ranking": "vd",
+            "vd --strength 1 (the ELBO), learned": "vd with the ELBO", "l0, learned ranking": "l0"}
 STRUCTURED = [
     ("unit, one-shot", "15", "dense/unit-finetuned.csv", "one_shot_accuracy"),
     ("unit + fine-tuning", "15 + 1", "dense/unit-finetuned.csv", "accuracy"),
@@ -70,26 +75,46 @@ def swept_row(name, epochs, path, column, ks, docs):
     return line
 
 
+RECORDED = ("accuracy", "natural_sparsity", "natural_accuracy", "config", "sha256")
+
+
+def record(checkpoint, runs):
+    """The checkpoint's numbers and config, without its weights, to <runs>/<its name>.json: small enough to keep
+    beside the tables they make."""
+    saved = checkpoints.load(checkpoint)[1]
+    runs.mkdir(parents=True, exist_ok=True)
+    path = runs / f"{Path(checkpoint).stem}.json"
+    files.write_atomic(path, lambda f: f.write(json.dumps({k: saved[k] for k in RECORDED if k in saved},
+                                                          indent=2).encode()))
+    print(f"wrote {path}")
+
+
 def load(path):
-    return checkpoints.load(path)[1] if path.exists() else None
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--ks", type=parse_ks, default="90,95,98,99,99.5,99.8", help="the sparsities compared, in percent")
-    parser.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints", help="where the trained nets are")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where docs/make.sh put the sweeps and times")
+    parser.add_argument("--record", nargs="+", default=None, metavar="CHECKPOINT",
+                        help="only write these checkpoints' records to <docs>/sparse/runs/")
     parser.add_argument("--out", default=None, help="also write the tables to this Markdown file")
     parser.add_argument("--headline", default=None,
                         help="write the main rows at the two highest sparsities, as a sentence, to this file")
     args = parser.parse_args(argv)
+    runs = args.docs / "sparse" / "runs"
+    if args.record:
+        for checkpoint in args.record:
+            record(checkpoint, runs)
+        return
     if args.out or args.headline:
         files.check_outputs(files=[path for path in (args.out, args.headline) if path])
 
     header = ["method", "epochs", *(f"{k:g} %" for k in args.ks)]
     gmp = ["gmp to each target", "15"]
     for k in args.ks:
-        found = [c for c in (load(args.checkpoints / f"gmp{k:g}-seed{s}.pt") for s in SEEDS) if c]
+        found = [c for c in (load(runs / f"gmp{k:g}-seed{s}.json") for s in SEEDS) if c]
         gmp.append(cell([c["accuracy"] for c in found]))
     unstructured = [swept_row(*row, args.ks, args.docs) for row in SWEPT[:4]] + [gmp] + \
                    [swept_row(*row, args.ks, args.docs) for row in SWEPT[4:]]
@@ -97,11 +122,11 @@ def main(argv=None):
 
     natural = []
     for method in ("vd", "l0", "l0-unit"):
-        found = [c for c in (load(args.checkpoints / f"{method}-seed{s}.pt") for s in SEEDS) if c]
+        found = [c for c in (load(runs / f"{method}-seed{s}.json") for s in SEEDS) if c]
         if found:
             natural.append([method, cell([c["natural_sparsity"] for c in found]),
                             cell([c["natural_accuracy"] for c in found]), cell([c["accuracy"] for c in found])])
-    dense = [c for c in (load(args.checkpoints / f"seed{s}.pt") for s in SEEDS) if c]
+    dense = [c for c in (load(runs / f"seed{s}.json") for s in SEEDS) if c]
     times = wall_times(args.docs)
 
     text = "\n\n".join([
@@ -136,7 +161,7 @@ def headline(rows, ks):
 
 def wall_times(docs):
     runs = {}
-    for section in ("train", "sparse"):
+    for section in ("sparse",):  # the runs of one queue, under the same load, the dense seeds among them
         path = docs / "times" / f"{section}.csv"
         if path.exists():
             with open(path, newline="") as f:

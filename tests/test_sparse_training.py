@@ -1,6 +1,9 @@
 """Training to be sparse: gmp's schedule and masks, vd's KL and local reparameterisation, l0's gates, train.py
 --sparse and eval.py --sparsity learned."""
+import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,7 +152,7 @@ def test_hard_concrete_gates_lie_in_0_1_and_are_open_as_often_as_the_expected_l0
 
 
 SPARSE_RUNS = {  # a tiny data set takes few steps: a large rate and strength make the methods sparsify in them
-    "vd": ["--epochs", "2"],
+    "vd": ["--epochs", "2", "--strength", "1"],
     "l0": ["--epochs", "3", "--lr", "0.015", "--strength", "10"],
     "l0-unit": ["--epochs", "3", "--lr", "0.015", "--strength", "10"],
 }
@@ -191,6 +194,19 @@ def test_a_sparse_checkpoint_is_plain_and_its_scores_give_its_natural_sparsity_a
     test_data = data.load_data("mnist", data_dir, "test", False, "cpu")
     assert checkpoint["accuracy"] == utils.evaluate(model, test_data)
     assert checkpoint["natural_accuracy"] == utils.evaluate(apply_masks(model, kept), test_data)
+
+
+def test_a_record_holds_a_checkpoints_numbers_without_its_weights(sparse_checkpoints, tmp_path, capsys):
+    """benchmarks/sparse.py --record: what its tables read, small enough to keep in docs/ beside them."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import sparse as sparse_tables
+    sparse_tables.main(["--docs", str(tmp_path), "--record", str(sparse_checkpoints / "vd.pt")])
+    record = json.loads((tmp_path / "sparse" / "runs" / "vd.json").read_text())
+    _, checkpoint = checkpoints.load(sparse_checkpoints / "vd.pt")
+    assert set(record) == {"accuracy", "natural_sparsity", "natural_accuracy", "config", "sha256"}
+    assert {key: record[key] for key in ("accuracy", "natural_sparsity", "natural_accuracy", "sha256")} == {
+        key: checkpoint[key] for key in ("accuracy", "natural_sparsity", "natural_accuracy", "sha256")}
+    assert record["config"]["sparse"] == "vd" and record["config"]["strength"] == 1.0
 
 
 @pytest.mark.parametrize("method", ["vd", "l0-unit"])
