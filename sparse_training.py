@@ -4,7 +4,8 @@ gmp: gradual magnitude pruning (Zhu & Gupta 2017). Each hidden layer's sparsity 
 on the cubic schedule s_t = s_f · (1 − (1 − (t − t0) / (n·Δt))³), the masks recomputed from |w| every Δt
 steps, the pruned weights held at exactly zero by the masks (torch.nn.utils.prune), so that the net trains
 on with what it keeps. The schedule starts after GMP_START of the training steps and ends at GMP_END,
-leaving the rest to train the final masks, as the paper's schedules do.
+leaving the rest to train the final masks, as the paper's schedules do. gmp-global ranks the hidden layers'
+weights together, as global pruning does, so that each layer ends with the sparsity its magnitudes earn it.
 
 vd: sparse variational dropout (Molchanov et al. 2017). Each hidden weight is a Gaussian N(θ, σ²) whose
 log σ² is learned beside θ; log α = log σ² − log θ² is its dropout rate, and a weight with log α ≥ 3
@@ -33,10 +34,11 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 import utils
-from prune import weight_mask
+from prune import global_magnitude, per_layer, weight_mask
 
 GMP_START, GMP_END, GMP_EVERY = 0.1, 0.7, 100  # shares of the training steps, and Δt in steps
-METHODS = ["gmp", "vd", "l0", "l0-unit"]
+METHODS = ["gmp", "gmp-global", "vd", "l0", "l0-unit"]
+GMP = {"gmp": per_layer(weight_mask), "gmp-global": global_magnitude}  # each layer to the target, or all together
 DEFAULT_STRENGTH = {"vd": 0.1, "l0": 0.1, "l0-unit": 0.1}  # vd: the KL's final weight (1: the ELBO); l0: λ
 
 VD_LOG_ALPHA_ZERO = 3.0  # a weight with log α at least this is zero at test time
@@ -59,9 +61,10 @@ def gmp_sparsity(step, target, start, end):
     return target * (1 - (1 - progress) ** 3)
 
 
-def gradual_magnitude_pruning(model, target, steps, every=GMP_EVERY):
+def gradual_magnitude_pruning(model, target, steps, every=GMP_EVERY, rule=GMP["gmp"]):
     """Put masks on the hidden layers of `model` and return the function to call after each training step,
-    which recomputes them every `every` steps and at the last of `steps`, to `target` percent at the end."""
+    which recomputes them by `rule` (one of GMP) every `every` steps and at the last of `steps`, to `target`
+    percent at the end."""
     for layer in model.hidden:
         torch_prune.custom_from_mask(layer, "weight", torch.ones_like(layer.weight))
     start = round(GMP_START * steps)
@@ -71,9 +74,10 @@ def gradual_magnitude_pruning(model, target, steps, every=GMP_EVERY):
         done[0] += 1
         if done[0] % every == 0 or done[0] == steps:
             fraction = gmp_sparsity(done[0], target / 100, start, end) if done[0] < steps else target / 100
-            with torch.no_grad():
-                for layer in model.hidden:  # from the masked weights: a pruned one is 0, so it stays pruned
-                    layer.weight_mask.copy_(weight_mask(layer.weight_orig * layer.weight_mask, fraction))
+            with torch.no_grad():  # from the masked weights: a pruned one is 0, so it stays pruned
+                masks = rule([layer.weight_orig * layer.weight_mask for layer in model.hidden], fraction)
+                for layer, mask in zip(model.hidden, masks):
+                    layer.weight_mask.copy_(mask)
     return after_step
 
 
@@ -204,8 +208,8 @@ def prepare(method, model, steps, images, target=None, strength=None):
     """Set `model` up to train by `method` over `steps` steps on `images` training images; return (penalty,
     after_step): the term to add to each step's loss and the function to call after each step, None where
     the method has none (as the dense recipe has neither)."""
-    if method == "gmp":
-        return None, gradual_magnitude_pruning(model, target, steps)
+    if method in GMP:
+        return None, gradual_magnitude_pruning(model, target, steps, rule=GMP[method])
     if method == "vd":
         return variational_dropout(model, steps, images, strength), None
     if method in ("l0", "l0-unit"):

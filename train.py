@@ -32,7 +32,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the order of the images")
     parser.add_argument("--sparse", choices=sparse_training.METHODS, default=argparse.SUPPRESS,
                         help="train the net to be sparse (sparse_training.py): gmp, gradual magnitude pruning of each "
-                             "hidden layer to --target percent (Zhu & Gupta 2017); vd, sparse variational dropout "
+                             "hidden layer to --target percent (Zhu & Gupta 2017), or gmp-global, the hidden layers together; vd, sparse variational dropout "
                              "(Molchanov et al. 2017); l0, L0 regularisation with a hard-concrete gate per weight, or "
                              "l0-unit, per unit (Louizos et al. 2018). Without it: dense")
     parser.add_argument("--target", type=utils.percent_below_100, default=argparse.SUPPRESS,
@@ -46,9 +46,9 @@ def main(argv=None):
     parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/train-<time>-<pid>")
     args = parser.parse_args(argv)
     sparse = getattr(args, "sparse", None)
-    if (sparse == "gmp") != hasattr(args, "target"):
-        parser.error("--sparse gmp needs --target, the final sparsity in percent" if sparse == "gmp" else
-                     "--target is gmp's final sparsity: give it with --sparse gmp")
+    if (sparse in sparse_training.GMP) != hasattr(args, "target"):
+        parser.error(f"--sparse {sparse} needs --target, the final sparsity in percent" if sparse else
+                     "--target is gmp's final sparsity: give it with --sparse gmp or gmp-global")
     if hasattr(args, "strength") and sparse not in sparse_training.DEFAULT_STRENGTH:
         parser.error("--strength is the penalty of vd, l0 and l0-unit: give it with --sparse vd, l0 or l0-unit")
     adam = sparse in sparse_training.DEFAULT_STRENGTH  # the methods that bring their own penalty

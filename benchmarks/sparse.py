@@ -112,11 +112,10 @@ def main(argv=None):
         files.check_outputs(files=[path for path in (args.out, args.headline) if path])
 
     header = ["method", "epochs", *(f"{k:g} %" for k in args.ks)]
-    gmp = ["gmp to each target", "15"]
-    for k in args.ks:
-        found = [c for c in (load(runs / f"gmp{k:g}-seed{s}.json") for s in SEEDS) if c]
-        gmp.append(cell([c["accuracy"] for c in found]))
-    unstructured = [swept_row(*row, args.ks, args.docs) for row in SWEPT[:4]] + [gmp] + \
+    gmp = [[name, "15", *(cell([c["accuracy"] for c in (load(runs / f"{method}{k:g}-seed{s}.json") for s in SEEDS)
+                                 if c]) for k in args.ks)]
+           for name, method in (("gmp to each target", "gmp"), ("gmp-global to each target", "gmp-global"))]
+    unstructured = [swept_row(*row, args.ks, args.docs) for row in SWEPT[:4]] + gmp + \
                    [swept_row(*row, args.ks, args.docs) for row in SWEPT[4:]]
     structured = [swept_row(*row, args.ks, args.docs) for row in STRUCTURED]
 

@@ -85,6 +85,14 @@ sparse() {  # trained to be sparse, against pruning the dense seeds, at sparsiti
             python benchmarks/sparse.py --record checkpoints/$method-seed$seed.pt
         done
     done
+    for seed in 0 1 2; do  # the hidden layers ranked together, at the sparsities where per layer falls behind
+        for target in 99 99.8; do
+            timed "python train.py --sparse gmp-global --target $target" python train.py "${DATA[@]}" --sparse \
+                gmp-global --target $target --seed $seed --out checkpoints/gmp-global$target-seed$seed.pt \
+                --logdir runs/docs
+            python benchmarks/sparse.py --record checkpoints/gmp-global$target-seed$seed.pt
+        done
+    done
     for seed in 0 1 2; do  # vd with the paper's ELBO, against the default's weaker KL
         timed "python train.py --sparse vd --strength 1" python train.py "${DATA[@]}" --sparse vd --strength 1 \
             --seed $seed --out checkpoints/vd-strength1-seed$seed.pt --logdir runs/docs

@@ -50,6 +50,23 @@ def test_gmp_masks_follow_the_schedule_at_every_step_and_end_exactly_at_the_targ
     assert sparsity(model)["sparsity"] == pytest.approx(95, abs=1e-9)
 
 
+def test_gmp_global_counts_the_hidden_layers_together_and_ends_exactly_at_the_target():
+    model, steps, every = MLP(), 300, 100
+    after_step = sparse_training.gradual_magnitude_pruning(model, 99, steps, every, sparse_training.GMP["gmp-global"])
+    total = sum(layer.weight.numel() for layer in model.hidden)
+    for step in range(1, steps + 1):
+        with torch.no_grad():
+            model.hidden[0].weight_orig.mul_(0.9)  # the first layer shrinks, so it loses more than its share
+        after_step()
+        if step % every == 0 or step == steps:
+            fraction = sparse_training.gmp_sparsity(step, 0.99, round(sparse_training.GMP_START * steps),
+                                                    round(sparse_training.GMP_END * steps)) if step < steps else 0.99
+            assert sum(int((layer.weight_mask == 0).sum()) for layer in model.hidden) == round(fraction * total)
+    assert bool((model.hidden[0].weight_mask == 0).all())  # all of the shrunken layer, rather than 99 % of each
+    sparse_training.finish(model)
+    assert sparsity(model)["sparsity"] == pytest.approx(99, abs=1e-9)
+
+
 def test_train_gmp_saves_a_plain_checkpoint_at_exactly_the_target(data_dir, tmp_path, capsys):
     out = tmp_path / "gmp.pt"
     result = run_main(train.main, ["--sparse", "gmp", "--target", "90", "--epochs", "1", "--data-dir", str(data_dir),
