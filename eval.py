@@ -18,7 +18,7 @@ import results
 import utils
 from model import MLP
 from prune import METHODS, SCORE_METHODS, apply_masks, fresh_init, masks, retrain, sparsity
-from speed import cpu_kernel, machine, peer_paths, sparse_path, time_forwards
+from speed import cpu_kernel, machine, peer_libraries, sparse_path, time_forwards
 
 DEFAULT_KS = "0,25,50,60,70,80,90,95,97,99"
 CHECKPOINTS = "the checkpoint's"  # default --dataset and --data-dir: those the checkpoint was trained on
@@ -145,7 +145,7 @@ def main(argv=None):
     if sparse == "torch CSR" and torch.device(device).type == "cpu":
         print(f"note: the sparse path is torch CSR, as the C kernel did not build: {cpu_kernel()[1]}")
     if timing and args.timing_peers:
-        for note in peer_paths([torch.zeros(1, 1)])[1]:
+        for note in peer_libraries()[1]:
             print(f"note: {note}")
     command = shlex.join(["python", "eval.py", *(sys.argv[1:] if argv is None else argv)])
     info = {"sha256": [c["sha256"] for c in saved],

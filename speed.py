@@ -72,22 +72,31 @@ def scipy_forward(weights, x):
     return torch.from_numpy(np.ascontiguousarray(multiply(weights[-1], h).T))
 
 
-def peer_paths(weights):
-    """({name: (forward, layers)}, notes): the libraries a user might try in place of this repo's kernel, those
-    installed: scipy.sparse CSR (one thread), and MKL's sparse BLAS through sparse_dot_mkl (its threads)."""
-    paths, notes = {}, []
+def peer_libraries():
+    """({name: sparse times dense, as f(scipy CSR matrix, ndarray)}, notes): the libraries a user might try in
+    place of this repo's kernel, those installed (scipy.sparse CSR, one thread; MKL's sparse BLAS through
+    sparse_dot_mkl, its threads), and a note for each that is not."""
     try:
-        import scipy.sparse
+        import scipy.sparse  # noqa: F401
     except ImportError:
-        return paths, ["scipy.sparse is not installed: pip install scipy"]
-    csr = [scipy.sparse.csr_matrix(w.cpu().numpy()) for w in weights]
-    paths["scipy"] = (scipy_forward, (lambda weight, h: weight @ h, csr))
+        return {}, ["scipy.sparse is not installed: pip install scipy"]
+    products = {"scipy": lambda weight, h: weight @ h}
     try:
         from sparse_dot_mkl import dot_product_mkl
-        paths["mkl"] = (scipy_forward, (dot_product_mkl, csr))
+        products["mkl"] = dot_product_mkl
     except (ImportError, OSError) as e:  # OSError: the package is there, MKL's library is not
-        notes.append(f"MKL's sparse BLAS is not timed ({e}): pip install sparse_dot_mkl mkl (about 1 GB)")
-    return paths, notes
+        return products, [f"MKL's sparse BLAS is not timed ({e}): pip install sparse_dot_mkl mkl (about 1 GB)"]
+    return products, []
+
+
+def peer_paths(weights):
+    """({name: (forward, layers)}, notes): the installed peer libraries' forwards on `weights`."""
+    products, notes = peer_libraries()
+    if not products:
+        return {}, notes
+    import scipy.sparse
+    csr = [scipy.sparse.csr_matrix(w.cpu().numpy()) for w in weights]
+    return {name: (scipy_forward, (product, csr)) for name, product in products.items()}, notes
 
 
 def time_forwards(weights, x, peers=False):

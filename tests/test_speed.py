@@ -251,7 +251,7 @@ def test_eval_times_each_batch_size_and_the_peers_asked_for(tmp_path, checkpoint
     """The first size keeps the plain columns; another adds its own, suffixed; a peer that is not installed is
     named in one note and not timed."""
     real_peers = speed.peer_paths
-    monkeypatch.setattr(eval_module, "peer_paths", lambda w: ({}, ["MKL's sparse BLAS is not timed (test)"]))
+    monkeypatch.setattr(eval_module, "peer_libraries", lambda: ({}, ["MKL's sparse BLAS is not timed (test)"]))
     monkeypatch.setattr(speed, "peer_paths", lambda w: ({k: v for k, v in real_peers(w)[0].items() if k != "mkl"}, []))
     result = run_main(main, ["--sparsity", "weight", "--ks", "90", "--timing-batch", "20,1", "--timing-peers",
                              "--checkpoint", checkpoint, "--data-dir", data_dir, "--results-dir", tmp_path / "results",
