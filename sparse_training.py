@@ -109,7 +109,7 @@ class VariationalLinear(nn.Module):
         return mean + std * torch.randn_like(mean)
 
     def kl(self):
-        return vd_kl(self.log_alpha()).sum()
+        return VDKL.apply(self.weight, self.log_sigma2)
 
     def scores(self):
         return -self.log_alpha()
@@ -119,6 +119,30 @@ def vd_kl(log_alpha):
     """KL(N(θ, αθ²) ‖ log-uniform prior) of each weight, by Molchanov et al.'s approximation (up to a constant
     that makes it 0 as α → ∞)."""
     return VD_K1 - VD_K1 * torch.sigmoid(VD_K2 + VD_K3 * log_alpha) + 0.5 * F.softplus(-log_alpha)
+
+
+class VDKL(torch.autograd.Function):
+    """Σ vd_kl(log α) over a layer, from (θ, log σ²), with its gradient written out. On a CPU the cost is in the
+    exponentials and logarithms, a few ns a weight each: autograd's graph of the formula takes six of them a
+    weight and keeps a dozen tensors the size of the layer, which made a vd step cost 4x the dense recipe's.
+    Written out it takes four, by softplus(−log α) = log(σ² + θ²) − log σ² and σ(−log α) = θ² / (σ² + θ²)."""
+
+    @staticmethod
+    def forward(ctx, weight, log_sigma2):
+        squared = weight * weight + 1e-8
+        total = log_sigma2.exp().add_(squared)
+        log_alpha = squared.log().neg_().add_(log_sigma2)
+        rising = torch.sigmoid_(log_alpha.mul_(VD_K3).add_(VD_K2))  # log_alpha's memory, reused
+        ctx.save_for_backward(weight, squared, total, rising)
+        return VD_K1 * weight.numel() - VD_K1 * rising.sum() + 0.5 * (total.log().sum() - log_sigma2.sum())
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, squared, total, rising = ctx.saved_tensors
+        # d vd_kl / d log α = −k1·k3·s(1 − s) − σ(−log α)/2, s = σ(k2 + k3 log α); d log α / dθ = −2θ / (θ² + ε)
+        d_log_alpha = torch.div(squared, total).mul_(-0.5).addcmul_(rising, 1 - rising, value=-VD_K1 * VD_K3)
+        d_log_alpha.mul_(grad)
+        return torch.mul(d_log_alpha, weight).div_(squared).mul_(-2), d_log_alpha
 
 
 def variational_dropout(model, steps, images, strength=1.0):

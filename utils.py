@@ -124,8 +124,9 @@ def sgd(model, lr, steps, weight_decay=0.0):
 
 def adam(parameters, lr, steps, weight_decay=0.0):
     """Adam on `parameters` (or parameter groups with rates of their own), its learning rates annealed from lr
-    (or the group's) to 0 over `steps` on a cosine."""
-    optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    (or the group's) to 0 over `steps` on a cosine. Fused: one pass over each parameter a step instead of a
+    dozen, which matters where, as in vd, the optimiser holds twice the net's weights."""
+    optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, fused=True)
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
 
 

@@ -113,6 +113,24 @@ def test_the_kl_approximation_matches_a_numerical_integral(log_alpha):
     assert approximate == pytest.approx(exact_vd_kl(log_alpha), abs=0.01)  # the paper's fit: within 0.009
 
 
+def test_a_layers_kl_and_its_gradient_are_those_of_the_formula():
+    """VDKL writes out the gradient that autograd would take of vd_kl(log α).sum(); they must agree."""
+    torch.manual_seed(0)
+    theta = torch.randn(30, 20, dtype=torch.float64) * 0.1
+    theta[0, :3] = torch.tensor([0.0, 1e-5, -1e-5])  # near θ = 0, where d log α / dθ is steepest
+    log_sigma2 = torch.randn(30, 20, dtype=torch.float64) * 4 - 8
+    by_formula = [t.clone().requires_grad_() for t in (theta, log_sigma2)]
+    expected = sparse_training.vd_kl(by_formula[1] - torch.log(by_formula[0] ** 2 + 1e-8)).sum()
+    (expected * 0.37).backward()
+    written = [t.clone().requires_grad_() for t in (theta, log_sigma2)]
+    kl = sparse_training.VDKL.apply(*written)
+    (kl * 0.37).backward()
+    assert kl.item() == pytest.approx(expected.item(), rel=1e-12)
+    for mine, autograd in zip(written, by_formula):
+        assert torch.allclose(mine.grad, autograd.grad, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(sparse_training.VDKL.apply, written)
+
+
 def test_the_local_reparameterisation_has_the_mean_and_variance_of_sampled_weights():
     torch.manual_seed(0)
     theta = torch.randn(3, 5)
