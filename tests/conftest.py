@@ -1,5 +1,6 @@
 """Tiny IDX data sets written by the tests, and helpers to run the scripts as a user would."""
 import gzip
+import os
 import shutil
 import struct
 import subprocess
@@ -10,6 +11,9 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker (and per script it runs): the workers share the cores
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 sys.path.insert(0, str(REPO))
 
 import data  # noqa: E402  (needs the path above)
