@@ -105,11 +105,15 @@ class VariationalLinear(nn.Module):
         # x·W for W ~ N(θ, σ²) is Gaussian for each output, with mean x·θ and variance x²·σ²: sampling the
         # output instead of the weights costs two products and gives each image its own noise.
         mean = F.linear(x, self.weight)
-        std = torch.sqrt(F.linear(x * x, self.log_sigma2.exp()) + 1e-8)
+        variance = self.log_sigma2.exp()
+        self.pending_kl = VDKL.apply(self.weight, self.log_sigma2, variance.detach())  # σ² shared: one exp a weight
+        std = torch.sqrt(F.linear(x * x, variance) + 1e-8)
         return mean + std * torch.randn_like(mean)
 
     def kl(self):
-        return VDKL.apply(self.weight, self.log_sigma2)
+        """Σ KL over the layer's weights: the one the training forward just computed, taken once, else afresh."""
+        kl, self.pending_kl = getattr(self, "pending_kl", None), None
+        return kl if kl is not None else VDKL.apply(self.weight, self.log_sigma2, self.log_sigma2.detach().exp())
 
     def scores(self):
         return -self.log_alpha()
@@ -122,15 +126,16 @@ def vd_kl(log_alpha):
 
 
 class VDKL(torch.autograd.Function):
-    """Σ vd_kl(log α) over a layer, from (θ, log σ²), with its gradient written out. On a CPU the cost is in the
-    exponentials and logarithms, a few ns a weight each: autograd's graph of the formula takes six of them a
-    weight and keeps a dozen tensors the size of the layer, which made a vd step cost 4x the dense recipe's.
-    Written out it takes four, by softplus(−log α) = log(σ² + θ²) − log σ² and σ(−log α) = θ² / (σ² + θ²)."""
+    """Σ vd_kl(log α) over a layer, from (θ, log σ², σ²), with its gradient (in θ and log σ²) written out. On
+    a CPU the cost is in the exponentials and logarithms, a few ns a weight each: autograd's graph of the
+    formula takes six of them a weight and keeps a dozen tensors the size of the layer, which made a vd step
+    cost 4x the dense recipe's. Written out it takes three, σ² being the forward's, by softplus(−log α) =
+    log(σ² + θ²) − log σ² and σ(−log α) = θ² / (σ² + θ²)."""
 
     @staticmethod
-    def forward(ctx, weight, log_sigma2):
+    def forward(ctx, weight, log_sigma2, variance):
         squared = weight * weight + 1e-8
-        total = log_sigma2.exp().add_(squared)
+        total = variance + squared
         log_alpha = squared.log().neg_().add_(log_sigma2)
         rising = torch.sigmoid_(log_alpha.mul_(VD_K3).add_(VD_K2))  # log_alpha's memory, reused
         ctx.save_for_backward(weight, squared, total, rising)
@@ -142,7 +147,7 @@ class VDKL(torch.autograd.Function):
         # d vd_kl / d log α = −k1·k3·s(1 − s) − σ(−log α)/2, s = σ(k2 + k3 log α); d log α / dθ = −2θ / (θ² + ε)
         d_log_alpha = torch.div(squared, total).mul_(-0.5).addcmul_(rising, 1 - rising, value=-VD_K1 * VD_K3)
         d_log_alpha.mul_(grad)
-        return torch.mul(d_log_alpha, weight).div_(squared).mul_(-2), d_log_alpha
+        return torch.mul(d_log_alpha, weight).div_(squared).mul_(-2), d_log_alpha, None
 
 
 def variational_dropout(model, steps, images, strength=1.0):

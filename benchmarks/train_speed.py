@@ -55,7 +55,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--batch-size", type=utils.positive_int, default=128, help="images per step, as train.py's")
     parser.add_argument("--steps", type=utils.positive_int, default=20, help="steps of each method per round")
-    parser.add_argument("--rounds", type=utils.positive_int, default=3, help="rounds, the methods taking turns in each")
+    parser.add_argument("--rounds", type=utils.positive_int, default=7, help="rounds, the methods taking turns in each")
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     if args.out:

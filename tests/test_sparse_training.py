@@ -124,12 +124,25 @@ def test_a_layers_kl_and_its_gradient_are_those_of_the_formula():
     expected = sparse_training.vd_kl(by_formula[1] - torch.log(by_formula[0] ** 2 + 1e-8)).sum()
     (expected * 0.37).backward()
     written = [t.clone().requires_grad_() for t in (theta, log_sigma2)]
-    kl = sparse_training.VDKL.apply(*written)
+    kl = sparse_training.VDKL.apply(*written, log_sigma2.exp())
     (kl * 0.37).backward()
     assert kl.item() == pytest.approx(expected.item(), rel=1e-12)
     for mine, autograd in zip(written, by_formula):
         assert torch.allclose(mine.grad, autograd.grad, rtol=1e-10, atol=1e-12)
-    assert torch.autograd.gradcheck(sparse_training.VDKL.apply, written)
+    assert torch.autograd.gradcheck(lambda *t: sparse_training.VDKL.apply(*t, t[1].detach().exp()), written)
+
+
+def test_the_penalty_takes_the_kl_of_the_weights_the_step_used():
+    """The KL a training forward computes is the penalty's once; after the weights change, it is computed anew."""
+    torch.manual_seed(0)
+    layer = sparse_training.VariationalLinear(torch.nn.Parameter(torch.randn(6, 4)))
+    layer.train()
+    fresh = lambda: sparse_training.vd_kl(layer.log_alpha()).sum().item()  # noqa: E731
+    layer(torch.randn(3, 4))
+    assert layer.kl().item() == pytest.approx(fresh(), rel=1e-6)
+    with torch.no_grad():
+        layer.log_sigma2.add_(2.0)
+    assert layer.kl().item() == pytest.approx(fresh(), rel=1e-6)  # no forward since: not the stale one
 
 
 def test_the_local_reparameterisation_has_the_mean_and_variance_of_sampled_weights():
