@@ -163,21 +163,26 @@ def column_plan(smaller):
         layers.append(ColumnLayer(**{name: a.data_ptr() for name, a in arrays[-1].items()}, rows=rows, columns=columns,
                                   dense="start" not in arrays[-1]))
     layers = (ColumnLayer * len(layers))(*layers)
-    return {"layers": layers, "address": ctypes.addressof(layers), "arrays": arrays, "n_layers": len(smaller),
-            # two layers' activations, and the list of the nonzero ones
-            "scratch": torch.empty(3 * max(max(w.shape) for w in smaller)), "run": cpu_kernel()[0].column_forward}
+    scratch = torch.empty(3 * max(max(w.shape) for w in smaller))  # two layers' activations, the nonzero ones' list
+    # The call's fixed arguments as plain ints, made once: csr_kernel_forward says why.
+    return {"layers": layers, "arrays": arrays, "n_layers": len(smaller), "scratch": scratch,
+            "run": cpu_kernel()[0].column_forward,
+            "arguments": (ctypes.addressof(layers), len(smaller), scratch.data_ptr())}
 
 
 def csr_kernel_forward(plan, x):
     """The whole forward pass in one call to the kernels: column_kernel.c for one image, csr_kernel.c for more. One call
     at a time per plan: they share its scratch."""
+    # At batch 1 and 99 % sparsity the C pass takes ~15 us, so the Python around it counts: with the arguments
+    # ready-made and x.size(0) for len(x) (half the cost), a call took 1-2.5 us less here (AMD EPYC).
     x = x.contiguous()
-    logits = torch.empty(len(x), plan["outputs"])
-    if len(x) == 1:
-        one = plan["one"]
-        one["run"](one["address"], one["n_layers"], x.data_ptr(), logits.data_ptr(), one["scratch"].data_ptr())
+    batch = x.size(0)
+    logits = torch.empty(batch, plan["outputs"])
+    if batch == 1:
+        layers, n_layers, scratch = plan["one"]["arguments"]
+        plan["one"]["run"](layers, n_layers, x.data_ptr(), logits.data_ptr(), scratch)
         return logits
-    plan["run"](plan["layers"], len(plan["layers"]), x.data_ptr(), len(x), logits.data_ptr(),
+    plan["run"](plan["layers"], len(plan["layers"]), x.data_ptr(), batch, logits.data_ptr(),
                 plan["scratch"].data_ptr(), plan["threads"], plan["width"])
     return logits
 
