@@ -175,18 +175,23 @@ def speed_batches():
 
 
 def times():
-    """Each command's wall time here: the median of its runs, and their range."""
-    runs = {}
+    """Each command's wall time, one table per machine it ran on (a section run again replaces its times)."""
+    runs = {}  # machine -> command -> its seconds
     for section in TIMED_SECTIONS:
         path = DOCS / "times" / f"{section}.csv"
         if path.exists():  # a section not run yet is left out
             with open(path, newline="") as f:
-                for name, seconds in csv.reader(f):
-                    runs.setdefault(name, []).append(float(seconds))
+                for name, seconds, machine in csv.reader(f):
+                    runs.setdefault(machine, {}).setdefault(name, []).append(float(seconds))
+    return "\n\n".join(f"On {machine}:\n\n{time_table(by_command)}" for machine, by_command in runs.items())
+
+
+def time_table(by_command):
+    """The median of each command's runs, and their range."""
     return results.markdown(["command", "median", "range", "runs"], text_columns=(0,), rows=[
         [command(name), duration(statistics.median(s)), f"{duration(min(s))}–{duration(max(s))}" if len(s) > 1 else "",
          len(s)]
-        for name, s in runs.items()])
+        for name, s in by_command.items()])
 
 
 def command(name):

@@ -18,13 +18,26 @@ SPARSE_KS=90,95,98,99,99.5,99.8
 SECTIONS=(train sweeps retrain small-dense speed benchmarks sparse tests readme)
 
 now() { python -c "import time; print(time.time())"; }
-timed() {  # run a command, and append its name and wall time to the section's times
+# The machine beside each time: this VM has come up on CPUs that train at different speeds.
+MACHINE=$(python -c "import speed, torch; print(f'{speed.machine(\"cpu\")}, {torch.get_num_threads()} threads')")
+timed() {  # run a command, and append its name, wall time and machine to the section's times
     local name=$1 start
     shift
     start=$(now)
     "$@"
-    python -c "import sys; print(f'\"{sys.argv[1]}\",{float(sys.argv[3]) - float(sys.argv[2]):.1f}')" \
-        "$name" "$start" "$(now)" >> "docs/times/$SECTION.csv"
+    python -c "import csv, sys; csv.writer(sys.stdout, lineterminator='\n').writerow([sys.argv[1], f'{float(sys.argv[3]) - float(sys.argv[2]):.1f}', sys.argv[4]])" \
+        "$name" "$start" "$(now)" "$MACHINE" >> "docs/times/$SECTION.csv"
+}
+
+forget_times() {  # a section run again replaces its times from this machine, and keeps those from others
+    python - "docs/times/$SECTION.csv" "$MACHINE" <<'EOF'
+import csv, os, sys
+path, machine = sys.argv[1:]
+rows = list(csv.reader(open(path, newline=""))) if os.path.exists(path) else []
+with open(path + ".tmp", "w", newline="") as f:
+    csv.writer(f, lineterminator="\n").writerows(row for row in rows if row[2] != machine)
+os.replace(path + ".tmp", path)
+EOF
 }
 
 train() {
@@ -128,7 +141,7 @@ for SECTION in "${@:-${SECTIONS[@]}}"; do
         exit 2
     fi
     mkdir -p checkpoints docs/times
-    rm -f "docs/times/$SECTION.csv"
+    forget_times
     echo "== $SECTION"
     "$SECTION"
 done
