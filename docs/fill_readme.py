@@ -175,7 +175,7 @@ def speed_batches():
 
 
 def times():
-    """Each command's wall time, one table per machine it ran on (a section run again replaces its times)."""
+    """Each command's wall time, one table per machine it ran on: the last run of each section there (make.sh)."""
     runs = {}  # machine -> command -> its seconds
     for section in TIMED_SECTIONS:
         path = DOCS / "times" / f"{section}.csv"
