@@ -165,7 +165,7 @@ def column_plan(smaller):
     layers = (ColumnLayer * len(layers))(*layers)
     scratch = torch.empty(3 * max(max(w.shape) for w in smaller))  # two layers' activations, the nonzero ones' list
     # The call's fixed arguments as plain ints, made once: csr_kernel_forward says why.
-    return {"layers": layers, "arrays": arrays, "n_layers": len(smaller), "scratch": scratch,
+    return {"layers": layers, "arrays": arrays, "scratch": scratch,
             "run": cpu_kernel()[0].column_forward,
             "arguments": (ctypes.addressof(layers), len(smaller), scratch.data_ptr())}
 

@@ -1,4 +1,5 @@
 """The fast paths compute what the pruned model computes: torch.sparse, the CSR kernel and compaction."""
+import ctypes
 import csv
 import json
 import os
@@ -95,7 +96,8 @@ def test_the_one_image_plan_holds_each_weight_once_by_column(method, k):
     _, weights = pruned_weights(method, k)
     smaller = compact(weights)
     plan = column_plan(smaller)
-    assert plan["n_layers"] == len(smaller)
+    # what the call passes to C: these layers, all of them, and this scratch
+    assert plan["arguments"] == (ctypes.addressof(plan["layers"]), len(smaller), plan["scratch"].data_ptr())
     for number, (arrays, layer, weight) in enumerate(zip(plan["arrays"], plan["layers"], smaller)):
         rows, columns = weight.shape
         assert (layer.rows, layer.columns, bool(layer.dense)) == (rows, columns, "start" not in arrays)
