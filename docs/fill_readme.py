@@ -150,10 +150,18 @@ def speed_efficiency():
 
 
 def speed_batches():
+    """A table for each CPU that make.sh timed at several batch sizes (docs/speed/batches/<cpu>/)."""
+    folders = sorted(p.parent for p in (DOCS / "speed" / "batches").glob("*/timing.json"))
+    if not folders:
+        raise ValueError("no timings by batch in docs/speed/batches/")
+    return "\n\n".join(batch_table(folder) for folder in folders)
+
+
+def batch_table(folder):
     """For each batch size, the sparse path and the libraries a user might try, as speedups over dense (median,
-    min–max over the runs), and the sparse path's share of its (compacted) ceiling."""
-    info = json.loads((DOCS / "speed" / "batches" / "timing.json").read_text())
-    with open(DOCS / "speed" / "batches" / "timing.csv", newline="") as f:
+    min–max over the runs), and the sparse path's share of its (compacted) ceiling, on the CPU of `folder`."""
+    info = json.loads((folder / "timing.json").read_text())
+    with open(folder / "timing.csv", newline="") as f:
         rows = [{c: v if c == "method" else float(v) for c, v in row.items()} for row in csv.DictReader(f)]
     batches = info["timing_batch"]
     paths = [("sparse", "sparse x"), ("scipy", "scipy CSR x"), ("mkl", "MKL sparse x"), ("csr", "torch CSR x"),
@@ -167,8 +175,9 @@ def speed_batches():
             lines.append([batch, row["method"], f"{row['k']:g}", *cells, f"{row['compact_flop_ceiling']:.1f}",
                           f"{100 * row['sparse_speedup' + suffix] / row['compact_flop_ceiling']:.0f} %",
                           f"{row['dense_ms' + suffix]:.3g}"])
-    setup = (f"Measured on: {info['machine']}, {info['threads']} threads; `{info['command']}`: {len(info['runs'])} "
-             f"runs of eval.py, each timing every path in one process. Median speedup over dense (min–max):")
+    setup = (f"Measured on: **{info['machine']}**, {info['threads']} threads; `{info['command']}`: "
+             f"{len(info['runs'])} runs of eval.py, each timing every path in one process. Median speedup over dense "
+             f"(min–max):")
     return setup + "\n\n" + results.markdown(
         ["batch", "method", "k %", *(heading for _, heading in paths), "ceiling x (compacted)", "share of the ceiling",
          "dense ms"], lines, text_columns=(1,))

@@ -20,6 +20,8 @@ SECTIONS=(train sweeps retrain small-dense speed benchmarks sparse tests readme)
 now() { python -c "import time; print(time.time())"; }
 # The machine beside each time: this VM has come up on CPUs that train at different speeds.
 MACHINE=$(python -c "import speed, torch; print(f'{speed.machine(\"cpu\")}, {torch.get_num_threads()} threads')")
+# A folder name for it, where timings by batch are kept apart for each CPU: their speedups depend on it.
+CPU_FOLDER=$(python -c "import re, speed; print(re.sub('[^a-z0-9]+', '-', speed.machine('cpu').lower()).strip('-'))")
 timed() {  # run a command, and append its name, wall time and machine to the section's times
     local name=$1 start
     shift
@@ -74,7 +76,7 @@ small-dense() {
 speed() {
     python benchmarks/timing.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/speed
     python benchmarks/timing.py --checkpoint checkpoints/seed0.pt --sparsity weight,unit --ks 90,95,99 \
-        --timing-batch 100,1,1000 --runs 5 --out docs/speed/batches
+        --timing-batch 100,1,1000 --runs 5 --out "docs/speed/batches/$CPU_FOLDER"
     python benchmarks/saved.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/saved.md
 }
 

@@ -1,6 +1,7 @@
-"""docs/make.sh's wall times: each kept beside the machine it ran on, and tabulated per machine."""
+"""docs/make.sh's wall times and timings by batch: each kept beside the machine it ran on, and tabulated per machine."""
 import csv
 import importlib.util
+import json
 import subprocess
 from pathlib import Path
 
@@ -44,3 +45,26 @@ def test_make_sh_rerun_replaces_only_this_machines_times(tmp_path):
     with open(times / "train.csv", newline="") as f:
         assert list(csv.reader(f)) == [["python train.py", "60.0", "other CPU"]]
     assert not (times / "train.csv.tmp").exists()
+
+
+def write_batch_timing(folder, machine, speedup):
+    folder.mkdir(parents=True)
+    (folder / "timing.json").write_text(json.dumps({"machine": machine, "threads": 2, "command": "python x",
+                                                     "runs": ["a", "b"], "timing_batch": [100, 1]}))
+    row = {"method": "weight", "k": 90, "compact_flop_ceiling": 9.9, "dense_ms": 4.0, "dense_ms_batch1": 0.25}
+    for suffix in ("", "_batch1"):
+        row |= {f"sparse_speedup{suffix}{end}": speedup + delta for end, delta in (("", 0), ("_min", -1), ("_max", 1))}
+    with open(folder / "timing.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow(row)
+
+
+def test_timings_by_batch_get_a_table_for_each_cpu(tmp_path, monkeypatch):
+    module = fill_readme()
+    monkeypatch.setattr(module, "DOCS", tmp_path)
+    write_batch_timing(tmp_path / "speed" / "batches" / "avx2-cpu", "AVX2 CPU", 4.0)
+    write_batch_timing(tmp_path / "speed" / "batches" / "avx-512-cpu", "AVX-512 CPU", 6.0)
+    first, second = module.speed_batches().split("\n\nMeasured on: ")
+    assert first.startswith("Measured on: **AVX-512 CPU**") and second.startswith("**AVX2 CPU**")
+    assert "| 1 | weight | 90 | 6.00 (5.00–7.00) | – |" in first and "| 100 | weight | 90 | 4.00 (3.00–5.00) |" in second

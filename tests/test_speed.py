@@ -96,8 +96,9 @@ def test_the_one_image_plan_holds_each_weight_once_by_column(method, k):
     _, weights = pruned_weights(method, k)
     smaller = compact(weights)
     plan = column_plan(smaller)
-    # what the call passes to C: these layers, all of them, and this scratch
-    assert plan["arguments"] == (ctypes.addressof(plan["layers"]), len(smaller), plan["scratch"].data_ptr())
+    # what the call passes to C: these layers, all of them, this scratch and these threads
+    assert plan["arguments"] == (ctypes.addressof(plan["layers"]), len(smaller), plan["scratch"].data_ptr(),
+                                 plan["threads"])
     for number, (arrays, layer, weight) in enumerate(zip(plan["arrays"], plan["layers"], smaller)):
         rows, columns = weight.shape
         assert (layer.rows, layer.columns, bool(layer.dense)) == (rows, columns, "start" not in arrays)
@@ -115,6 +116,36 @@ def test_the_one_image_plan_holds_each_weight_once_by_column(method, k):
             assert (rows_j.diff() > 0).all()  # each row once, in order
             rebuilt[rows_j, j] = val[start[j]:start[j + 1]]
         assert torch.equal(rebuilt, weight)
+
+
+@needs_compiler
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("method, k", [("weight", 90), ("unit", 50), ("random", 99)])
+def test_one_image_on_any_number_of_threads_gives_the_pruned_models_logits(method, k, threads):
+    """Each thread takes a share of a layer's active columns; with 3, shares of a third, and of nothing where a
+    layer has fewer active columns than threads."""
+    pruned, weights = pruned_weights(method, k)
+    plan = sparse_plan(weights, 1)
+    plan["one"] = column_plan(compact(weights), threads)
+    x = torch.randn(4, 784)
+    x[0, :300] = x[0, 0]  # a blank part of the image, skipped
+    x[1] = 0.5  # all background: no active column in the first layer
+    x[2] = -x[2].abs()  # no pixel above the background
+    with torch.no_grad():
+        for image in x:
+            torch.testing.assert_close(csr_kernel_forward(plan, image[None]), pruned(image[None]), rtol=1e-4,
+                                       atol=1e-4)
+
+
+@needs_compiler
+def test_one_image_takes_two_threads_only_where_the_net_has_the_work_for_them(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    cases = [("weight", 90), ("weight", 99), ("unit", 80)]
+    threads = {case: column_plan(compact(pruned_weights(*case)[1]))["threads"] for case in cases}
+    # 240,000 nonzeros; 24,000; 221,000 weights in dense layers, which count for an eighth
+    assert threads == {("weight", 90): 2, ("weight", 99): 1, ("unit", 80): 1}
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert column_plan(compact(pruned_weights("weight", 90)[1]))["threads"] == 1
 
 
 @needs_compiler
