@@ -34,6 +34,18 @@ import utils  # noqa: E402
 
 
 
+def code_version():
+    """The commit the timed code is at, and whether the checkout has changes on top: a timing names its code."""
+    def git(*arguments):
+        return subprocess.run(["git", *arguments], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{commit} with uncommitted changes" if changed else commit
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="model.pt", help="the net to prune and time; default: %(default)s")
@@ -48,6 +60,7 @@ def main(argv=None):
     out = Path(args.out)
     files.check_writable(out)
 
+    code = code_version()  # before the runs: what they run
     runs, commands, seconds = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
@@ -85,7 +98,7 @@ def main(argv=None):
 
     results.write_csv(out / "timing.csv", rows)
     info = {"command": shlex.join(["python", "benchmarks/timing.py", *(sys.argv[1:] if argv is None else argv)]),
-            **vars(args), "machine": hardware, "threads": threads, "runs": commands, "run_seconds": seconds}
+            **vars(args), "machine": hardware, "threads": threads, "code": code, "runs": commands, "run_seconds": seconds}
     files.write_atomic(out / "timing.json", lambda f: f.write(json.dumps(info, indent=2).encode()))
     timed = {method: [row for row in rows if row["method"] == method] for method in runs[0]}
     note = (f"median of {args.runs} runs of eval.py, bars from min to max | batch {batches[0]}, "

@@ -166,21 +166,27 @@ def batch_table(folder):
     batches = info["timing_batch"]
     paths = [("sparse", "sparse x"), ("scipy", "scipy CSR x"), ("mkl", "MKL sparse x"), ("csr", "torch CSR x"),
              ("compact", "compact x")]
-    lines = []
+    lines, ahead = [], {}  # ahead: method -> the sparse path over the best peer, in each row
     for batch in sorted(batches):
         suffix = results.batch_column("", batch, batches)
         for row in rows:
+            peers = [row[f"{path}_speedup{suffix}"] for path in ("scipy", "mkl", "csr") if f"{path}_speedup{suffix}" in row]
+            if peers:
+                ahead.setdefault(row["method"], []).append(row[f"sparse_speedup{suffix}"] / max(peers))
             cells = [f"{row[c]:.2f} ({row[c + '_min']:.2f}–{row[c + '_max']:.2f})" if c in row else "–"
                      for c in (f"{path}_speedup{suffix}" for path, _ in paths)]
             lines.append([batch, row["method"], f"{row['k']:g}", *cells, f"{row['compact_flop_ceiling']:.1f}",
                           f"{100 * row['sparse_speedup' + suffix] / row['compact_flop_ceiling']:.0f} %",
                           f"{row['dense_ms' + suffix]:.3g}"])
-    setup = (f"Measured on: **{info['machine']}**, {info['threads']} threads; `{info['command']}`: "
+    code = f", code at commit {info['code']}" if "code" in info else ""
+    setup = (f"Measured on: **{info['machine']}**, {info['threads']} threads{code}; `{info['command']}`: "
              f"{len(info['runs'])} runs of eval.py, each timing every path in one process. Median speedup over dense "
              f"(min–max):")
+    versus = "; ".join(f"{method} pruning {min(r):.1f}–{max(r):.1f}x" for method, r in ahead.items())
     return setup + "\n\n" + results.markdown(
         ["batch", "method", "k %", *(heading for _, heading in paths), "ceiling x (compacted)", "share of the ceiling",
-         "dense ms"], lines, text_columns=(1,))
+         "dense ms"], lines, text_columns=(1,)) + f"\n\nThe sparse path over the fastest of the libraries, row by row: {versus}."
+
 
 
 def times():
