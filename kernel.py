@@ -145,12 +145,12 @@ def segments(weight, panels, every_row_last, row_bytes):
             "val": weight[row[order], column[order]].float().contiguous(), "panel": first}
 
 
-# One image goes on two threads (or torch's, if fewer) where its work is at least this many nonzeros, counting
-# a weight of a dense layer as an eighth of one (vectorised, it cost 5-8x less), and on one thread below: there
-# the barrier after each layer cost as much as the second thread saved. Measured on Fashion-MNIST, the sparse
-# pass on two threads against one (AMD EPYC, Zen 4; 8 alternated rounds of speed.time_paths): weight pruning
-# 90-97 % (240,000-72,000 nonzeros) 1.3x faster; 98 % (48,000) 0.8-1.2x from run to run; unit pruning 80 %
-# (221,000 weights, all in dense layers) 0.7x.
+# One image goes on two threads (or torch's, if fewer) where its work is at least this many nonzeros, and on
+# one below: there the barrier after each layer cost as much as the second thread saved. A weight of a dense
+# layer counts as an eighth of a nonzero: vectorised, it cost about 7x less (unit pruning at 80 % against weight
+# pruning at 98 %, below). The sparse pass on two threads against one, on Fashion-MNIST (AMD EPYC, Zen 4; 8
+# alternated rounds of speed.time_paths): weight pruning 90-97 % (240,000-72,000 nonzeros) 1.3x faster; 98 %
+# (48,000) 0.8-1.2x from run to run; unit pruning 80 % (221,000 weights, all in dense layers) 0.7x.
 TWO_THREADS_FROM = 50_000
 
 

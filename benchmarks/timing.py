@@ -98,7 +98,8 @@ def main(argv=None):
 
     results.write_csv(out / "timing.csv", rows)
     info = {"command": shlex.join(["python", "benchmarks/timing.py", *(sys.argv[1:] if argv is None else argv)]),
-            **vars(args), "machine": hardware, "threads": threads, "code": code, "runs": commands, "run_seconds": seconds}
+            **vars(args), "machine": hardware, "threads": threads, "code": code, "runs": commands,
+            "run_seconds": seconds}
     files.write_atomic(out / "timing.json", lambda f: f.write(json.dumps(info, indent=2).encode()))
     timed = {method: [row for row in rows if row["method"] == method] for method in runs[0]}
     note = (f"median of {args.runs} runs of eval.py, bars from min to max | batch {batches[0]}, "

@@ -149,6 +149,9 @@ def speed_efficiency():
                              "ceiling x (compacted)", "share of the ceiling"], lines, text_columns=(0,))
 
 
+LIBRARIES = ("scipy", "mkl", "csr")  # the paths a user might take instead: scipy.sparse, MKL's sparse BLAS, torch CSR
+
+
 def speed_batches():
     """A table for each CPU that make.sh timed at several batch sizes (docs/speed/batches/<cpu>/)."""
     folders = sorted(p.parent for p in (DOCS / "speed" / "batches").glob("*/timing.json"))
@@ -170,7 +173,7 @@ def batch_table(folder):
     for batch in sorted(batches):
         suffix = results.batch_column("", batch, batches)
         for row in rows:
-            peers = [row[f"{path}_speedup{suffix}"] for path in ("scipy", "mkl", "csr") if f"{path}_speedup{suffix}" in row]
+            peers = [row[c] for c in (f"{path}_speedup{suffix}" for path in LIBRARIES) if c in row]
             if peers:
                 ahead.setdefault(row["method"], []).append(row[f"sparse_speedup{suffix}"] / max(peers))
             cells = [f"{row[c]:.2f} ({row[c + '_min']:.2f}–{row[c + '_max']:.2f})" if c in row else "–"
@@ -183,10 +186,9 @@ def batch_table(folder):
              f"{len(info['runs'])} runs of eval.py, each timing every path in one process. Median speedup over dense "
              f"(min–max):")
     versus = "; ".join(f"{method} pruning {min(r):.1f}–{max(r):.1f}x" for method, r in ahead.items())
-    return setup + "\n\n" + results.markdown(
-        ["batch", "method", "k %", *(heading for _, heading in paths), "ceiling x (compacted)", "share of the ceiling",
-         "dense ms"], lines, text_columns=(1,)) + f"\n\nThe sparse path over the fastest of the libraries, row by row: {versus}."
-
+    table = results.markdown(["batch", "method", "k %", *(heading for _, heading in paths), "ceiling x (compacted)",
+                              "share of the ceiling", "dense ms"], lines, text_columns=(1,))
+    return f"{setup}\n\n{table}\n\nThe sparse path over the fastest of the libraries, row by row: {versus}."
 
 
 def times():

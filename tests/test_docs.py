@@ -54,7 +54,8 @@ def write_batch_timing(folder, machine, speedup):
     row = {"method": "weight", "k": 90, "compact_flop_ceiling": 9.9, "dense_ms": 4.0, "dense_ms_batch1": 0.25}
     for suffix in ("", "_batch1"):
         for path, value in (("sparse", speedup), ("csr", 2.0)):
-            row |= {f"{path}_speedup{suffix}{end}": value + delta for end, delta in (("", 0), ("_min", -1), ("_max", 1))}
+            row |= {f"{path}_speedup{suffix}{end}": value + delta
+                    for end, delta in (("", 0), ("_min", -1), ("_max", 1))}
     with open(folder / "timing.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(row))
         writer.writeheader()
@@ -68,7 +69,8 @@ def test_timings_by_batch_get_a_table_for_each_cpu(tmp_path, monkeypatch):
     write_batch_timing(tmp_path / "speed" / "batches" / "avx-512-cpu", "AVX-512 CPU", 6.0)
     first, second = module.speed_batches().split("\n\nMeasured on: ")
     assert first.startswith("Measured on: **AVX-512 CPU**") and second.startswith("**AVX2 CPU**")
-    assert "| 1 | weight | 90 | 6.00 (5.00–7.00) | – |" in first and "| 100 | weight | 90 | 4.00 (3.00–5.00) |" in second
+    assert "| 1 | weight | 90 | 6.00 (5.00–7.00) | – |" in first
+    assert "| 100 | weight | 90 | 4.00 (3.00–5.00) |" in second
     assert first.endswith("row by row: weight pruning 3.0–3.0x.") and second.endswith("weight pruning 2.0–2.0x.")
 
 
@@ -76,7 +78,8 @@ def test_a_timing_names_the_commit_of_its_code(tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("timing", ROOT / "benchmarks" / "timing.py")
     timing = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(timing)
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
     assert timing.code_version() in (head, f"{head} with uncommitted changes")
     monkeypatch.setattr(timing, "REPO", tmp_path)  # not a checkout
     assert timing.code_version() == "unknown (not a git checkout)"
