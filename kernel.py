@@ -179,7 +179,7 @@ def column_plan(smaller, threads=None):
                                   dense="start" not in arrays[-1]))
     layers = (ColumnLayer * len(layers))(*layers)
     if threads is None:
-        work = sum(w.numel() / 8 if layer.dense else int(w.count_nonzero()) for w, layer in zip(smaller, layers))
+        work = sum(a["val"].numel() / (1 if "start" in a else 8) for a in arrays)  # a layer's nonzeros, or weights
         threads = min(torch.get_num_threads(), 2) if work >= TWO_THREADS_FROM else 1
     # each thread's: two layers' sums, its activations and its list of the nonzero ones, in whole cache lines
     scratch = torch.empty(4 * threads * padded_features(smaller))
