@@ -149,7 +149,8 @@ def speed_efficiency():
                              "ceiling x (compacted)", "share of the ceiling"], lines, text_columns=(0,))
 
 
-LIBRARIES = ("scipy", "mkl", "csr")  # the paths a user might take instead: scipy.sparse, MKL's sparse BLAS, torch CSR
+# The paths a user might take instead of the sparse kernel, with their columns' headings.
+LIBRARIES = {"scipy": "scipy CSR x", "mkl": "MKL sparse x", "csr": "torch CSR x"}
 
 
 def speed_batches():
@@ -167,8 +168,7 @@ def batch_table(folder):
     with open(folder / "timing.csv", newline="") as f:
         rows = [{c: v if c == "method" else float(v) for c, v in row.items()} for row in csv.DictReader(f)]
     batches = info["timing_batch"]
-    paths = [("sparse", "sparse x"), ("scipy", "scipy CSR x"), ("mkl", "MKL sparse x"), ("csr", "torch CSR x"),
-             ("compact", "compact x")]
+    paths = [("sparse", "sparse x"), *LIBRARIES.items(), ("compact", "compact x")]
     lines, ahead = [], {}  # ahead: method -> the sparse path over the best peer, in each row
     for batch in sorted(batches):
         suffix = results.batch_column("", batch, batches)

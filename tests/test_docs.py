@@ -8,11 +8,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def fill_readme():
-    spec = importlib.util.spec_from_file_location("fill_readme", ROOT / "docs" / "fill_readme.py")
+def script(path):
+    """The script at `path` (from the repository's root), imported as a module."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def fill_readme():
+    return script("docs/fill_readme.py")
 
 
 def write_times(folder, section, rows):
@@ -75,9 +80,7 @@ def test_timings_by_batch_get_a_table_for_each_cpu(tmp_path, monkeypatch):
 
 
 def test_a_timing_names_the_commit_of_its_code(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("timing", ROOT / "benchmarks" / "timing.py")
-    timing = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(timing)
+    timing = script("benchmarks/timing.py")
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                           text=True).stdout.strip()
     assert timing.code_version() in (head, f"{head} with uncommitted changes")
