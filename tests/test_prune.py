@@ -6,7 +6,7 @@ import data
 import checkpoints
 import utils
 from model import MLP
-from prune import METHODS, mask_smallest, prune, retrain, sparsity
+from prune import METHODS, live_units, mask_smallest, prune, retrain, sparsity
 
 SHAPES = [(784, 1000, 1000, 500, 200, 10), (7, 13, 5, 3), (30, 1, 9, 4)]
 KS = [0, 1, 25, 50, 63, 90, 99]
@@ -183,3 +183,27 @@ def test_finetuning_improves_a_heavily_pruned_net(checkpoint, splits):
     one_shot = utils.evaluate(pruned, test_data)
     retrain(pruned, train_data, epochs=3, lr=0.05, batch_size=32, seed=0)
     assert utils.evaluate(pruned, test_data) > one_shot
+
+
+@pytest.mark.parametrize("method, k", [("unit", 80), ("weight", 99), ("global", 95)])
+def test_retraining_the_live_units_alone_trains_what_the_whole_masked_net_would(method, k, checkpoint, splits):
+    train_data, (test_images, _) = splits
+    model, _ = checkpoints.load(checkpoint)
+    pruned = prune(model, method, k)
+    rows = live_units([*(layer.weight_mask for layer in pruned.hidden), pruned.layers[-1].weight])
+    assert sum(map(len, rows)) < sum(layer.out_features for layer in pruned.layers)  # some units are left out
+    whole = prune(model, method, k)  # every unit trained, as a masked net trains without retrain's compaction
+    optimizer, scheduler = utils.sgd(whole, 0.05, 2 * -(-len(train_data[1]) // 32))
+    order = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        utils.train_epoch(whole, train_data, optimizer, 32, order, scheduler, l1=3e-5)
+    retrain(pruned, train_data, epochs=2, lr=0.05, batch_size=32, seed=0, l1=3e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(test_images), whole(test_images), rtol=1e-4, atol=1e-4)
+    columns = [torch.arange(784), *rows[:-1]]
+    for layer, reference, r, c in zip(pruned.layers, whole.layers, rows, columns):
+        torch.testing.assert_close(layer.weight[r][:, c], reference.weight[r][:, c], rtol=1e-4, atol=1e-5)
+    for layer, r, c in zip(pruned.hidden, rows, columns):
+        dead = torch.ones(layer.out_features, dtype=torch.bool)
+        dead[r] = False
+        assert torch.all(layer.weight[dead][:, c] == 0)  # exactly: what makes them dead
