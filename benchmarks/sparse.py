@@ -139,8 +139,10 @@ def main(argv=None):
         results.markdown(["method", "natural sparsity %", "accuracy there %", "unthresholded %"], natural,
                          text_columns=(0,)),
         "Wall time of each training command, as docs/times/ recorded it: the median over its runs (range). It "
-        "depends on what else shared the machine; the step costs below compare the methods in one process:",
-        results.markdown(["command", "median", "range", "runs"], times, text_columns=(0,)),
+        "depends on the CPU and on what else shared the machine; the step costs below compare the methods in one "
+        "process:",
+        *(f"On {machine}:\n\n" + results.markdown(["command", "median", "range", "runs"], rows, text_columns=(0,))
+          for machine, rows in times.items()),
     ])
     print(text)
     if args.out:
@@ -159,17 +161,17 @@ def headline(rows, ks):
 
 
 def wall_times(docs):
+    """{machine: rows of the training commands' median wall times (range) on it}, from docs/times/sparse.csv:
+    the runs of one queue, under the same load, the dense seeds among them."""
     runs = {}
-    for section in ("sparse",):  # the runs of one queue, under the same load, the dense seeds among them
-        path = docs / "times" / f"{section}.csv"
-        if path.exists():
-            with open(path, newline="") as f:
-                for name, seconds in csv.reader(f):
-                    if name.startswith("python train.py"):
-                        runs.setdefault(name, []).append(float(seconds))
-    return [[f"`{name}`", f"{statistics.median(s):.0f} s", f"{min(s):.0f}–{max(s):.0f} s", len(s)]
-            for name, s in runs.items()]
-
+    path = docs / "times" / "sparse.csv"
+    if path.exists():
+        with open(path, newline="") as f:
+            for name, seconds, machine in csv.reader(f):
+                if name.startswith("python train.py"):
+                    runs.setdefault(machine, {}).setdefault(name, []).append(float(seconds))
+    return {machine: [[f"`{name}`", f"{statistics.median(s):.0f} s", f"{min(s):.0f}–{max(s):.0f} s", len(s)]
+                      for name, s in by_name.items()] for machine, by_name in runs.items()}
 
 if __name__ == "__main__":
     utils.run(main)

@@ -258,6 +258,22 @@ def test_a_record_holds_a_checkpoints_numbers_without_its_weights(sparse_checkpo
     assert record["config"]["sparse"] == "vd" and record["config"]["strength"] == 1.0
 
 
+def test_the_tables_give_each_training_commands_wall_time_per_machine(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import sparse as sparse_tables
+    (tmp_path / "times").mkdir()
+    (tmp_path / "times" / "sparse.csv").write_text(
+        '"python train.py --sparse vd",100.0,CPU A\n"python train.py --sparse vd",300.0,CPU A\n'
+        '"python eval.py --sparsity weight,global (3 dense checkpoints)",9.0,CPU A\n'
+        '"python train.py --sparse vd",200.0,CPU A\n"python train.py --sparse vd",50.0,"CPU B, 2 runs at a time"\n')
+    sparse_tables.main(["--docs", str(tmp_path), "--out", str(tmp_path / "sparse.md")])
+    text = (tmp_path / "sparse.md").read_text()
+    first, second = text.split("On CPU A:")[1].split("On CPU B, 2 runs at a time:")
+    assert "| `python train.py --sparse vd` | 200 s | 100–300 s | 3 |" in first
+    assert "| `python train.py --sparse vd` | 50 s | 50–50 s | 1 |" in second
+    assert "eval.py" not in text  # the training commands only
+
+
 @pytest.mark.parametrize("method", ["vd", "l0-unit"])
 def test_learned_pruning_counts_exactly_nests_in_k_and_follows_the_scores(method, sparse_checkpoints):
     model, checkpoint = checkpoints.load(sparse_checkpoints / f"{method}.pt")
