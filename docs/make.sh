@@ -33,7 +33,8 @@ now() { python -c "import time; print(time.time())"; }
 MACHINE=$(python -c "import speed, torch; print(f'{speed.machine(\"cpu\")}, {torch.get_num_threads()} threads')")
 JOB_MACHINE=$MACHINE  # the same beside a run queued with others
 if (( JOBS > 1 )); then
-    JOB_MACHINE="$(python -c "import speed; print(speed.machine('cpu'))"), $JOBS runs at a time, $THREADS thread$( ((THREADS > 1)) && echo s) each"
+    JOB_MACHINE="$(python -c "import speed; print(speed.machine('cpu'))"), $JOBS runs at a time, $THREADS thread"
+    JOB_MACHINE+="$( ((THREADS == 1)) || echo s) each"
 fi
 # A folder name for it, where timings by batch are kept apart for each CPU: their speedups depend on it.
 CPU_FOLDER=$(python -c "import re, speed; print(re.sub('[^a-z0-9]+', '-', speed.machine('cpu').lower()).strip('-'))")
