@@ -48,7 +48,7 @@ from model import MLP, SIZES  # noqa: E402
 from prune import apply_masks, prune, retrain, unit_mask  # noqa: E402
 from kernel import cpu_kernel, csr_kernel_forward, sparse_plan  # noqa: E402
 from prune import compact  # noqa: E402
-from speed import dense_forward, time_paths, transposed  # noqa: E402
+from speed import dense_forward, machine, time_paths, transposed  # noqa: E402
 
 TEMPERATURE, ALPHA = 4.0, 0.9
 HEADER = ["S %", "net", "sizes", "nonzero weights", "epochs", "accuracy %", "forward vs full dense"]
@@ -158,7 +158,8 @@ def main(argv=None):
             lines.append([k, name, "-".join(map(str, sizes)) if "small" in name or "unit" in name else "-",
                           f"{nonzeros:,}", trained, f"{accuracy:.2f} ± {std:.2f}", f"{speedup:.1f}x"])
         print(results.markdown(HEADER, lines[-4:], text_columns=(1, 2)), flush=True)
-    table = results.markdown(HEADER, lines, text_columns=(1, 2))
+    table = (results.markdown(HEADER, lines, text_columns=(1, 2)) + f"\n\nThe forward passes timed at batch {len(x)} on "
+             f"{machine('cpu')}, {torch.get_num_threads()} threads.")
     print(f"\n{len(loaded)} checkpoint(s): {', '.join(args.checkpoint)}\n{table}")
     if args.out:
         files.write_atomic(args.out, lambda f: f.write((table + "\n").encode()))

@@ -51,7 +51,9 @@ forget_times() {  # a section run again replaces its times from this machine, an
     python - "docs/times/$SECTION.csv" "$MACHINE" "$JOB_MACHINE" <<'EOF'
 import csv, os, sys
 path, *machine = sys.argv[1:]
-rows = list(csv.reader(open(path, newline=""))) if os.path.exists(path) else []
+if not os.path.exists(path):  # nothing to forget (and no empty file for a section that times nothing)
+    sys.exit()
+rows = list(csv.reader(open(path, newline="")))
 with open(path + ".tmp", "w", newline="") as f:
     csv.writer(f, lineterminator="\n").writerows(row for row in rows if row[2] not in machine)
 os.replace(path + ".tmp", path)

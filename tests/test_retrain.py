@@ -12,6 +12,7 @@ import prune
 import checkpoints
 from conftest import REPO, assert_fails_cleanly, run_main
 from model import MLP
+from speed import machine
 
 spec = importlib.util.spec_from_file_location("small_dense", REPO / "benchmarks" / "small_dense.py")
 small_dense = importlib.util.module_from_spec(spec)
@@ -162,3 +163,4 @@ def test_the_small_dense_benchmark_runs_its_quick_setting(tmp_path, checkpoint, 
     rows = [line for line in out.read_text().splitlines() if line.startswith("| 90 |")]
     assert len(rows) == 4
     assert "| 784-213-213-107-43-10 | 240,183 |" in rows[2]  # small dense from scratch: its sizes and weights
+    assert f"timed at batch 100 on {machine('cpu')}, " in out.read_text()  # where the speedups were measured
