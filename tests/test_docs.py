@@ -86,3 +86,18 @@ def test_a_timing_names_the_commit_of_its_code(tmp_path, monkeypatch):
     assert timing.code_version() in (head, f"{head} with uncommitted changes")
     monkeypatch.setattr(timing, "REPO", tmp_path)  # not a checkout
     assert timing.code_version() == "unknown (not a git checkout)"
+
+    def git(*arguments):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *arguments], cwd=tmp_path,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "kernel.c").write_text("int x;\n")
+    (tmp_path / "docs" / "speed.md").write_text("old\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "first")
+    commit = git("rev-parse", "--short", "HEAD")
+    (tmp_path / "docs" / "speed.md").write_text("a timing's output\n")  # what the timings write: not code
+    assert timing.code_version() == commit
+    (tmp_path / "kernel.c").write_text("int y;\n")
+    assert timing.code_version() == f"{commit} with uncommitted changes"
