@@ -173,5 +173,6 @@ def wall_times(docs):
     return {machine: [[f"`{name}`", f"{statistics.median(s):.0f} s", f"{min(s):.0f}–{max(s):.0f} s", len(s)]
                       for name, s in by_name.items()] for machine, by_name in runs.items()}
 
+
 if __name__ == "__main__":
     utils.run(main)
