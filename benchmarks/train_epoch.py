@@ -7,8 +7,10 @@ turns, and the medians of --repeats epochs each are compared.
     python benchmarks/train_epoch.py --dataset fashion-mnist
 """
 import argparse
+import gzip
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import data  # noqa: E402
 import utils  # noqa: E402
 from model import MLP  # noqa: E402
+from speed import machine  # noqa: E402
 
 
 def textbook_epoch(model, loader, optimizer, l1):
@@ -32,6 +35,26 @@ def textbook_epoch(model, loader, optimizer, l1):
         optimizer.step()
 
 
+def textbook_dataset(dataset, data_dir, transform):
+    """torchvision's own dataset, as the textbook loop takes it. It reads only uncompressed IDX files, in
+    <root>/<Class>/raw, so the files data.py reads (.gz or not, there or in data_dir itself) are unpacked into a
+    temporary root first; the dataset holds the images in memory once made, and the root can go."""
+    from torchvision import datasets
+
+    class_name = data.DATASETS[dataset][0]
+    with tempfile.TemporaryDirectory() as root:
+        raw = Path(root) / class_name / "raw"
+        raw.mkdir(parents=True)
+        for name in (*data.SPLITS["train"], *data.SPLITS["test"]):  # torchvision checks for all four
+            path = data.find_file((data_dir / class_name / "raw", data_dir), name)
+            if path is None:
+                raise utils.UserError(f"no {name} (.gz or not) in {data_dir / class_name / 'raw'} or {data_dir}: "
+                                      "the textbook loop's torchvision dataset needs all four IDX files")
+            with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+                (raw / name).write_bytes(f.read())
+        return getattr(datasets, class_name)(root, train=True, download=False, transform=transform)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=data.DATASETS, default="mnist", help="default: %(default)s")
@@ -41,15 +64,12 @@ def main(argv=None):
     parser.add_argument("--repeats", type=utils.positive_int, default=3, help="epochs per loop; default: %(default)s")
     args = parser.parse_args(argv)
 
-    from torchvision import datasets, transforms
+    from torchvision import transforms
 
-    class_name, mean, std = data.DATASETS[args.dataset]
+    _, mean, std = data.DATASETS[args.dataset]
     train_data = data.load_data(args.dataset, args.data_dir, "train", download=False)
-    try:
-        to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
-        textbook_set = getattr(datasets, class_name)(args.data_dir, train=True, download=False, transform=to_tensor)
-    except RuntimeError as e:
-        raise utils.UserError(f"torchvision wants the raw IDX files in {args.data_dir}/{class_name}/raw ({e})")
+    to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
+    textbook_set = textbook_dataset(args.dataset, Path(args.data_dir), to_tensor)
     loader = torch.utils.data.DataLoader(textbook_set, batch_size=args.batch_size, shuffle=True)
 
     torch.manual_seed(0)
@@ -65,8 +85,8 @@ def main(argv=None):
         textbook_epoch(model, loader, optimizer, args.l1)
         times["textbook DataLoader"].append(time.perf_counter() - start)
 
-    print(f"one epoch of {args.dataset}, batch {args.batch_size}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats}:")
+    print(f"one epoch of {args.dataset}, batch {args.batch_size}, {machine('cpu')}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats}:")
     for name, seconds in times.items():
         print(f"  {name:22s} {statistics.median(seconds):6.2f} s   (all: {', '.join(f'{s:.2f}' for s in seconds)})")
     ours, textbook = (statistics.median(s) for s in times.values())

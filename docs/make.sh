@@ -121,10 +121,17 @@ speed() {
     python benchmarks/saved.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/saved.md
 }
 
+written_to() {  # run a command with its stdout into $1, which it replaces only if the command succeeds
+    local out=$1
+    shift
+    "$@" > "$out.tmp" || { rm -f "$out.tmp"; return 1; }
+    mv "$out.tmp" "$out"
+}
+
 benchmarks() {
-    python benchmarks/iterative.py --dataset fashion-mnist --checkpoint checkpoints/seed0.pt > docs/iterative.md
-    python benchmarks/recipes.py --dataset fashion-mnist > docs/recipes.md
-    python benchmarks/train_epoch.py --dataset fashion-mnist > docs/train_epoch.txt
+    written_to docs/iterative.md python benchmarks/iterative.py --dataset fashion-mnist --checkpoint checkpoints/seed0.pt
+    written_to docs/recipes.md python benchmarks/recipes.py --dataset fashion-mnist
+    written_to docs/train_epoch.txt python benchmarks/train_epoch.py --dataset fashion-mnist
 }
 
 sparse_net() {  # train.py --sparse "$@" to checkpoints/$1.pt, timed under $2, and its record for the tables
