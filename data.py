@@ -46,7 +46,7 @@ def load_data(dataset, data_dir, split, download=True, device="cpu"):
     """
     class_name, mean, std = DATASETS[dataset]
     data_dir = Path(data_dir)
-    folders = (data_dir / class_name / "raw", data_dir)
+    folders = idx_folders(class_name, data_dir)
     paths = [find_file(folders, name) for name in SPLITS[split]]
     if None in paths and download:
         fetch(class_name, data_dir)
@@ -64,6 +64,11 @@ def load_data(dataset, data_dir, split, download=True, device="cpu"):
         raise UserError(f"{paths[1]} holds label {labels.max()}, expected 0 to {NUM_CLASSES - 1}")
     images = images.reshape(len(images), -1).float().div_(255).sub_(mean).div_(std)
     return images.to(device), labels.long().to(device)
+
+
+def idx_folders(class_name, data_dir):
+    """Where a dataset's IDX files are looked for, in order: where torchvision downloads them, then data_dir."""
+    return data_dir / class_name / "raw", data_dir
 
 
 def find_file(folders, name):

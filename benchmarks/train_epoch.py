@@ -42,13 +42,14 @@ def textbook_dataset(dataset, data_dir, transform):
     from torchvision import datasets
 
     class_name = data.DATASETS[dataset][0]
+    folders = data.idx_folders(class_name, data_dir)
     with tempfile.TemporaryDirectory() as root:
         raw = Path(root) / class_name / "raw"
         raw.mkdir(parents=True)
         for name in (*data.SPLITS["train"], *data.SPLITS["test"]):  # torchvision checks for all four
-            path = data.find_file((data_dir / class_name / "raw", data_dir), name)
+            path = data.find_file(folders, name)
             if path is None:
-                raise utils.UserError(f"no {name} (.gz or not) in {data_dir / class_name / 'raw'} or {data_dir}: "
+                raise utils.UserError(f"no {name} (.gz or not) in {folders[0]} or {folders[1]}: "
                                       "the textbook loop's torchvision dataset needs all four IDX files")
             with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
                 (raw / name).write_bytes(f.read())

@@ -1,5 +1,6 @@
 """Tiny IDX data sets written by the tests, and helpers to run the scripts as a user would."""
 import gzip
+import importlib.util
 import os
 import shutil
 import struct
@@ -58,6 +59,14 @@ def data_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("shared") / "data"
     write_dataset(folder / "MNIST" / "raw")
     return folder
+
+
+def import_script(path):
+    """The script at `path` (from the repository's root: benchmarks/sparse.py, say), imported as a module."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_script(script, *args, cwd):

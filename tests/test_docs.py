@@ -1,23 +1,13 @@
 """docs/make.sh's wall times and timings by batch: each kept beside the machine it ran on, and tabulated per machine."""
 import csv
-import importlib.util
 import json
 import subprocess
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def script(path):
-    """The script at `path` (from the repository's root), imported as a module."""
-    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import REPO, import_script
 
 
 def fill_readme():
-    return script("docs/fill_readme.py")
+    return import_script("docs/fill_readme.py")
 
 
 def write_times(folder, section, rows):
@@ -42,7 +32,7 @@ def test_times_are_tabulated_per_machine(tmp_path, monkeypatch):
 
 def test_make_sh_rerun_replaces_only_this_machines_times(tmp_path):
     """The section's times from other machines survive a run here; this machine's old ones go."""
-    script = (ROOT / "docs" / "make.sh").read_text()
+    script = (REPO / "docs" / "make.sh").read_text()
     forget = script[script.index("forget_times() {"):script.index("\ntrain() {")]
     times = tmp_path / "docs" / "times"
     write_times(times, "train", [["python train.py", "60.0", "other CPU"], ["python train.py", "170.0", "this CPU"]])
@@ -80,8 +70,8 @@ def test_timings_by_batch_get_a_table_for_each_cpu(tmp_path, monkeypatch):
 
 
 def test_a_timing_names_the_commit_of_its_code(tmp_path, monkeypatch):
-    timing = script("benchmarks/timing.py")
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+    timing = import_script("benchmarks/timing.py")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                           text=True).stdout.strip()
     assert timing.code_version() in (head, f"{head} with uncommitted changes")
     monkeypatch.setattr(timing, "REPO", tmp_path)  # not a checkout

@@ -13,7 +13,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import prune
 import data
 import checkpoints
-import files
 import utils
 from conftest import REPO, run_main, run_script, train_tiny, write_dataset
 from eval import main

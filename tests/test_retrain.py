@@ -1,7 +1,6 @@
 """Retraining after pruning: fine-tuning, rewinding to the initial weights, training from scratch; and
 the small dense and distilled nets they are compared with."""
 import csv
-import importlib.util
 import math
 
 import pytest
@@ -10,13 +9,11 @@ import torch
 import eval as eval_script
 import prune
 import checkpoints
-from conftest import REPO, assert_fails_cleanly, run_main
+from conftest import assert_fails_cleanly, import_script, run_main
 from model import MLP
 from speed import machine
 
-spec = importlib.util.spec_from_file_location("small_dense", REPO / "benchmarks" / "small_dense.py")
-small_dense = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(small_dense)
+small_dense = import_script("benchmarks/small_dense.py")
 
 
 def read_csv(path):

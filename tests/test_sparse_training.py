@@ -2,8 +2,6 @@
 --sparse and eval.py --sparsity learned."""
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ import results
 import sparse_training
 import train
 import utils
-from conftest import assert_fails_cleanly, run_main
+from conftest import assert_fails_cleanly, import_script, run_main
 from model import MLP
 from prune import apply_masks, masks, sparsity
 
@@ -247,8 +245,7 @@ def test_a_sparse_checkpoint_is_plain_and_its_scores_give_its_natural_sparsity_a
 
 def test_a_record_holds_a_checkpoints_numbers_without_its_weights(sparse_checkpoints, tmp_path, capsys):
     """benchmarks/sparse.py --record: what its tables read, small enough to keep in docs/ beside them."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    import sparse as sparse_tables
+    sparse_tables = import_script("benchmarks/sparse.py")
     sparse_tables.main(["--docs", str(tmp_path), "--record", str(sparse_checkpoints / "vd.pt")])
     record = json.loads((tmp_path / "sparse" / "runs" / "vd.json").read_text())
     _, checkpoint = checkpoints.load(sparse_checkpoints / "vd.pt")
@@ -259,8 +256,7 @@ def test_a_record_holds_a_checkpoints_numbers_without_its_weights(sparse_checkpo
 
 
 def test_the_tables_give_each_training_commands_wall_time_per_machine(tmp_path, capsys):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    import sparse as sparse_tables
+    sparse_tables = import_script("benchmarks/sparse.py")
     (tmp_path / "times").mkdir()
     (tmp_path / "times" / "sparse.csv").write_text(
         '"python train.py --sparse vd",100.0,CPU A\n"python train.py --sparse vd",300.0,CPU A\n'

@@ -19,7 +19,7 @@ from prune import METHODS, prune
 import kernel
 from kernel import column_plan, compile_kernel, cpu_kernel, csr_kernel_forward, l1_bytes, sparse_plan, sparse_path
 from prune import compact
-from speed import dense_forward, flop_ceiling, machine, peer_paths, scipy_forward, torch_sparse_forward, transposed
+from speed import dense_forward, flop_ceiling, machine, peer_paths, torch_sparse_forward, transposed
 from model import MLP
 
 

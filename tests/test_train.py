@@ -6,7 +6,7 @@ import train
 import data
 import checkpoints
 import utils
-from conftest import assert_fails_cleanly, run_main, run_script, write_dataset
+from conftest import assert_fails_cleanly, import_script, run_main, run_script, write_dataset
 from model import MLP
 
 
@@ -97,15 +97,6 @@ def test_l1_pulls_the_hidden_weights_towards_zero(tmp_path, data_dir, capsys):
     assert hidden_magnitude(1e-3) < 0.97 * hidden_magnitude(0)
 
 
-def load_benchmark(name):
-    import importlib.util
-    from conftest import REPO
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
 @pytest.mark.parametrize("layout", ["torchvision", "flat"])
 def test_the_textbook_loop_reads_the_idx_files_train_py_reads(gz, layout, tmp_path):
@@ -114,7 +105,7 @@ def test_the_textbook_loop_reads_the_idx_files_train_py_reads(gz, layout, tmp_pa
     folder = tmp_path / "FashionMNIST" / "raw" if layout == "torchvision" else tmp_path
     images, labels = write_dataset(folder, gz=gz)["train"]
     before = sorted(tmp_path.rglob("*"))
-    textbook = load_benchmark("train_epoch").textbook_dataset("fashion-mnist", tmp_path, None)
+    textbook = import_script("benchmarks/train_epoch.py").textbook_dataset("fashion-mnist", tmp_path, None)
     assert len(textbook) == len(labels)
     image, label = textbook[7]
     assert label == labels[7] and torch.equal(torch.as_tensor(image.getdata()).view(28, 28), images[7].long())
@@ -125,4 +116,4 @@ def test_the_textbook_loop_without_the_test_files_is_one_line(tmp_path):
     write_dataset(tmp_path, gz=True)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(utils.UserError, match="no t10k-labels-idx1-ubyte .* needs all four IDX files"):
-        load_benchmark("train_epoch").textbook_dataset("fashion-mnist", tmp_path, None)
+        import_script("benchmarks/train_epoch.py").textbook_dataset("fashion-mnist", tmp_path, None)
