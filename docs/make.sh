@@ -119,6 +119,8 @@ speed() {
     python benchmarks/timing.py --checkpoint checkpoints/seed0.pt --sparsity weight,unit --ks 90,95,99 \
         --timing-batch 100,1,1000 --runs 5 --out "docs/speed/batches/$CPU_FOLDER"
     python benchmarks/saved.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/saved.md
+    python benchmarks/one_image_threads.py --checkpoint checkpoints/seed0.pt --ks 90,95,97 \
+        --out docs/speed/one_image_threads.md
 }
 
 written_to() {  # run a command with its stdout into $1, which it replaces only if the command succeeds
