@@ -32,14 +32,11 @@ from torch.utils import benchmark  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="model.pt", help="the net to prune; default: %(default)s")
-    parser.add_argument("--ks", default="90,95", help="weight pruning's k, comma-separated; default: %(default)s")
+    parser.add_argument("--ks", type=lambda text: [utils.percent_below_100(k.strip()) for k in text.split(",")],
+                        default="90,95", help="weight pruning's k, comma-separated; default: %(default)s")
     parser.add_argument("--seconds", type=utils.positive_float, default=40.0, help="per k; default: %(default)s")
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
-    try:
-        ks = [float(k) for k in args.ks.split(",")]
-    except ValueError:
-        parser.error(f"--ks: expected numbers such as 90,95, got {args.ks!r}")
     if args.out:
         files.check_outputs(files=[args.out])
     if not cpu_kernel()[0]:
@@ -51,7 +48,7 @@ def main(argv=None):
     image = data.load_data(config["dataset"], config["data_dir"], "test", download=False)[0][:1].contiguous()
 
     rows = []
-    for k in ks:
+    for k in args.ks:
         weights = [layer.weight.detach() for layer in prune(model, "weight", k).layers]
         plans = {}
         for threads in (1, 2):

@@ -339,6 +339,8 @@ def test_one_image_threads_times_one_thread_against_two_for_each_k(tmp_path, che
     assert [row[0].strip() for row in rows] == ["90", "99"]
     assert all(int(row[1]) >= 1 for row in rows)  # at least one block of each
     assert out.read_text() in result.stdout + "\n"
+    result = run_main(benchmark.main, ["--checkpoint", checkpoint, "--ks", "90,100"], capsys)
+    assert result.returncode == 2 and "--ks" in result.stderr and "below 100" in result.stderr
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     result = run_main(benchmark.main, ["--checkpoint", checkpoint], capsys)
     assert_fails_cleanly(result, "one thread")
