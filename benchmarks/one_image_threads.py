@@ -28,6 +28,8 @@ from prune import compact, prune  # noqa: E402
 from speed import machine  # noqa: E402
 from torch.utils import benchmark  # noqa: E402
 
+PASSES = 200  # a block: a few ms, short enough to catch a spell of the second core, long enough to time
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,26 +52,26 @@ def main(argv=None):
     rows = []
     for k in args.ks:
         weights = [layer.weight.detach() for layer in prune(model, "weight", k).layers]
-        plans = {}
-        for threads in (1, 2):
-            plans[threads] = sparse_plan(weights, 1)
-            plans[threads]["one"] = column_plan(compact(weights), threads)
-            csr_kernel_forward(plans[threads], image)  # warm-up
+        batch_plan, smaller = sparse_plan(weights, 1), compact(weights)
+        # one image runs on the plan's "one" alone: the same plan but for that, on one thread and on two
+        plans = {threads: {**batch_plan, "one": column_plan(smaller, threads)} for threads in (1, 2)}
+        for each in plans.values():
+            csr_kernel_forward(each, image)  # warm-up
         timers = {t: benchmark.Timer("forward(plan, x)", globals={"forward": csr_kernel_forward, "plan": plan,
                                                                   "x": image}) for t, plan in plans.items()}
         blocks, end = {1: [], 2: []}, time.perf_counter() + args.seconds
-        while time.perf_counter() < end:  # blocks of 200 passes, a few ms, the two taking turns
+        while time.perf_counter() < end:  # blocks of a few ms, the two taking turns
             for threads, timer in timers.items():
-                blocks[threads].append(1e6 * timer.timeit(200).median)
+                blocks[threads].append(1e6 * timer.timeit(PASSES).median)
         one, two = (sorted(blocks[t]) for t in (1, 2))
         decile = lambda b, q: b[round(q * (len(b) - 1))]  # noqa: E731
         ratios = [a / b for a, b in zip(blocks[1], blocks[2])]
-        rows.append([f"{k:g}", len(one), f"{statistics.median(one):.1f} ({decile(one, .1):.1f}–{decile(one, .9):.1f})",
-                     f"{statistics.median(two):.1f} ({decile(two, .1):.1f}–{decile(two, .9):.1f})",
+        spread = lambda b: f"{statistics.median(b):.1f} ({decile(b, .1):.1f}–{decile(b, .9):.1f})"  # noqa: E731
+        rows.append([f"{k:g}", len(one), spread(one), spread(two),
                      f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}–{max(ratios):.2f}x)"])
         print(f"k {k:g}: {len(one)} blocks each", file=sys.stderr)
-    text = (f"One image, weight pruning, {machine('cpu')}: blocks of 200 passes, one thread and two taking turns for "
-            f"{args.seconds:g} s per k (`python benchmarks/one_image_threads.py`). µs a pass, median (10th–90th "
+    text = (f"One image, weight pruning, {machine('cpu')}: blocks of {PASSES} passes, one thread and two taking turns "
+            f"for {args.seconds:g} s per k (`python benchmarks/one_image_threads.py`). µs a pass, median (10th–90th "
             f"percentile of the blocks), and one thread's time over two's in each pair of blocks:\n\n" +
             results.markdown(["k %", "blocks", "one thread µs", "two threads µs", "two threads' speedup (min–max)"],
                              rows, text_columns=()))
