@@ -42,6 +42,7 @@ SWEPT = [
 HEADLINE = {"weight, one-shot": "one-shot weight pruning", "weight + fine-tuning": "the same fine-tuned",
             "gmp to each target": "gmp", "vd, learned ranking": "vd",
             "vd --strength 1 (the ELBO), learned": "vd with the ELBO", "l0, learned ranking": "l0"}
+NATURAL = [("vd", "vd"), ("vd --strength 1 (the ELBO)", "vd-strength1"), ("l0", "l0"), ("l0-unit", "l0-unit")]  # (row, nets)
 STRUCTURED = [
     ("unit, one-shot", "15", "dense/unit-finetuned.csv", "one_shot_accuracy"),
     ("unit + fine-tuning", "15 + 1", "dense/unit-finetuned.csv", "accuracy"),
@@ -120,10 +121,10 @@ def main(argv=None):
     structured = [swept_row(*row, args.ks, args.docs) for row in STRUCTURED]
 
     natural = []
-    for method in ("vd", "l0", "l0-unit"):
+    for name, method in NATURAL:
         found = [c for c in (load(runs / f"{method}-seed{s}.json") for s in SEEDS) if c]
         if found:
-            natural.append([method, cell([c["natural_sparsity"] for c in found]),
+            natural.append([name, cell([c["natural_sparsity"] for c in found]),
                             cell([c["natural_accuracy"] for c in found]), cell([c["accuracy"] for c in found])])
     dense = [c for c in (load(runs / f"seed{s}.json") for s in SEEDS) if c]
     times = wall_times(args.docs)
