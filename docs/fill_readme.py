@@ -218,7 +218,8 @@ def command(name):
 
 
 def duration(seconds):
-    return f"{seconds:.0f} s" if seconds < 100 else f"{seconds // 60:.0f} min {seconds % 60:02.0f} s"
+    seconds = round(seconds)  # whole seconds first, so that 539.5 s is 9 min 00 s and not 8 min 60 s
+    return f"{seconds} s" if seconds < 100 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 TABLES = {"accuracy": accuracy, "findings": findings, "global-layers": global_layers, "finetuned": finetuned,
