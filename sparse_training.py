@@ -12,7 +12,7 @@ log σ² is learned beside θ; log α = log σ² − log θ² is its dropout rat
 (a noise far larger than its mean) is zero at test time. The loss is the cross-entropy plus the KL
 divergence from the log-uniform prior, divided by the number of training images, its weight warmed up
 from 0 so that the net first learns what the data needs, to 0.1 by default. At 1, the ELBO of the paper,
-the net zeroed 99.7 % of its hidden weights but lost 3.4 points of accuracy in the 15 epochs here; at 0.1
+the net zeroes 99.7 % of its hidden weights but loses about 3 points of accuracy in the 15 epochs here; at 0.1
 it zeroes 97 % and keeps within 1.5 points of the dense net (docs/sparse-training.md).
 
 l0, l0-unit: L0 regularisation (Louizos et al. 2018). Each hidden weight (l0), or each unit's row of
