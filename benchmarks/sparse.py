@@ -42,7 +42,8 @@ SWEPT = [
 HEADLINE = {"weight, one-shot": "one-shot weight pruning", "weight + fine-tuning": "the same fine-tuned",
             "gmp to each target": "gmp", "vd, learned ranking": "vd",
             "vd --strength 1 (the ELBO), learned": "vd with the ELBO", "l0, learned ranking": "l0"}
-NATURAL = [("vd", "vd"), ("vd --strength 1 (the ELBO)", "vd-strength1"), ("l0", "l0"), ("l0-unit", "l0-unit")]  # (row, nets)
+# (row, the nets' names) of the table of what each method zeroes on its own
+NATURAL = [("vd", "vd"), ("vd --strength 1 (the ELBO)", "vd-strength1"), ("l0", "l0"), ("l0-unit", "l0-unit")]
 STRUCTURED = [
     ("unit, one-shot", "15", "dense/unit-finetuned.csv", "one_shot_accuracy"),
     ("unit + fine-tuning", "15 + 1", "dense/unit-finetuned.csv", "accuracy"),

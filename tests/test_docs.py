@@ -16,11 +16,11 @@ def write_times(folder, section, rows):
         csv.writer(f).writerows(rows)
 
 
-
 def test_a_duration_is_rounded_to_whole_seconds_before_it_is_split_into_minutes():
     duration = fill_readme().duration
     assert [duration(s) for s in (61.4, 99.6, 100, 539.5, 599.4, 3600)] == [
         "61 s", "1 min 40 s", "1 min 40 s", "9 min 00 s", "9 min 59 s", "60 min 00 s"]
+
 
 def test_times_are_tabulated_per_machine(tmp_path, monkeypatch):
     module = fill_readme()
