@@ -27,7 +27,8 @@ import utils  # noqa: E402
 from model import SIZES  # noqa: E402
 from prune import METHODS  # noqa: E402
 
-TIMED_SECTIONS = ["train", "sweeps", "retrain", "small-dense", "sparse", "tests"]  # docs/make.sh's, in its order
+SECTIONS = ["train", "sweeps", "retrain", "small-dense", "speed", "benchmarks", "sparse", "tests", "readme"]  # make.sh's
+TIMED_SECTIONS = ["train", "sweeps", "retrain", "small-dense", "sparse", "tests"]  # those that time their commands
 BLOCK = re.compile(r"(<!-- generated: ([\w:./-]+) -->\n).*?(<!-- end -->)", re.S)
 
 
@@ -203,6 +204,25 @@ def times():
     return "\n\n".join(f"On {machine}:\n\n{time_table(by_command)}" for machine, by_command in runs.items())
 
 
+def sections():
+    """Each docs/make.sh section's wall time, one table per machine (its CPU and JOBS), and the sum of them all where
+    every section has run there but readme, whose time is written after it has made these tables."""
+    by_machine = {}
+    path = DOCS / "times" / "sections.csv"
+    if path.exists():
+        with open(path, newline="") as f:
+            for section, seconds, machine in csv.reader(f):
+                by_machine.setdefault(machine, {})[section] = float(seconds)
+    tables = []
+    for machine, seconds in by_machine.items():
+        rows = [[f"`bash docs/make.sh {section}`", duration(seconds[section])] for section in SECTIONS
+                if section in seconds]
+        if all(section in seconds for section in SECTIONS[:-1]):
+            rows.append(["all of them", duration(sum(seconds.values()))])
+        tables.append(f"On {machine}:\n\n" + results.markdown(["section", "wall time"], rows, text_columns=(0,)))
+    return "\n\n".join(tables) or "No section has been timed yet: `bash docs/make.sh` times each."
+
+
 def time_table(by_command):
     """The median of each command's runs, and their range."""
     return results.markdown(["command", "median", "range", "runs"], text_columns=(0,), rows=[
@@ -218,13 +238,18 @@ def command(name):
 
 
 def duration(seconds):
-    seconds = round(seconds)  # whole seconds first, so that 539.5 s is 9 min 00 s and not 8 min 60 s
+    """Seconds, from 100 s minutes and seconds, from an hour hours and minutes: rounded before they are split, so that
+    539.5 s is 9 min 00 s and not 8 min 60 s."""
+    seconds = round(seconds)
+    if seconds >= 3600:
+        minutes = round(seconds / 60)
+        return f"{minutes // 60} h {minutes % 60:02d} min"
     return f"{seconds} s" if seconds < 100 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 TABLES = {"accuracy": accuracy, "findings": findings, "global-layers": global_layers, "finetuned": finetuned,
-          "retrained": retrained, "times": times, "speed-setup": speed_setup, "speed-efficiency": speed_efficiency,
-          "speed-batches": speed_batches,
+          "retrained": retrained, "times": times, "sections": sections, "speed-setup": speed_setup,
+          "speed-efficiency": speed_efficiency, "speed-batches": speed_batches,
           **{f"speed-{method}": (lambda method=method: speed(method)) for method in METHODS}}
 
 

@@ -30,32 +30,39 @@ THREADS=$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))
 
 now() { python -c "import time; print(time.time())"; }
 # The machine beside each time: this VM has come up on CPUs that train at different speeds.
-MACHINE=$(python -c "import speed, torch; print(f'{speed.machine(\"cpu\")}, {torch.get_num_threads()} threads')")
+CPU=$(python -c "import speed; print(speed.machine('cpu'))")
+MACHINE="$CPU, $(python -c "import torch; print(torch.get_num_threads())") threads"
 JOB_MACHINE=$MACHINE  # the same beside a run queued with others
 if (( JOBS > 1 )); then
-    JOB_MACHINE="$(python -c "import speed; print(speed.machine('cpu'))"), $JOBS runs at a time, $THREADS thread"
-    JOB_MACHINE+="$( ((THREADS == 1)) || echo s) each"
+    JOB_MACHINE="$CPU, $JOBS runs at a time, $THREADS thread$( ((THREADS == 1)) || echo s) each"
 fi
+SECTION_MACHINE="$CPU, JOBS=$JOBS"  # beside a whole section's time: its queues depend on JOBS
 # A folder name for it, where timings by batch are kept apart for each CPU: their speedups depend on it.
-CPU_FOLDER=$(python -c "import re, speed; print(re.sub('[^a-z0-9]+', '-', speed.machine('cpu').lower()).strip('-'))")
+CPU_FOLDER=$(python -c "import re, sys; print(re.sub('[^a-z0-9]+', '-', sys.argv[1].lower()).strip('-'))" "$CPU")
 timed() {  # run a command, and append its name, wall time and machine to the section's times
     local name=$1 start
     shift
     start=$(now)
     "$@"
+    append_time "docs/times/$SECTION.csv" "$name" "$start" "$MACHINE"
+}
+append_time() {  # append to the CSV $1 a row: the name $2, the seconds since $3, the machine $4
     python -c "import csv, sys; csv.writer(sys.stdout, lineterminator='\n').writerow([sys.argv[1], f'{float(sys.argv[3]) - float(sys.argv[2]):.1f}', sys.argv[4]])" \
-        "$name" "$start" "$(now)" "$MACHINE" >> "docs/times/$SECTION.csv"
+        "$2" "$3" "$(now)" "$4" >> "$1"
 }
 
 forget_times() {  # a section run again replaces its times from this machine, and keeps those from others
-    python - "docs/times/$SECTION.csv" "$MACHINE" "$JOB_MACHINE" <<'EOF'
+    forget_rows "docs/times/$SECTION.csv" "" "$MACHINE" "$JOB_MACHINE"
+}
+forget_rows() {  # drop from the CSV $1 the rows of the machines $3... (only those named $2, if given)
+    python - "$@" <<'EOF'
 import csv, os, sys
-path, *machine = sys.argv[1:]
+path, name, *machine = sys.argv[1:]
 if not os.path.exists(path):  # nothing to forget (and no empty file for a section that times nothing)
     sys.exit()
 rows = list(csv.reader(open(path, newline="")))
 with open(path + ".tmp", "w", newline="") as f:
-    csv.writer(f, lineterminator="\n").writerows(row for row in rows if row[2] not in machine)
+    csv.writer(f, lineterminator="\n").writerows(row for row in rows if row[2] not in machine or name and row[0] != name)
 os.replace(path + ".tmp", path)
 EOF
 }
@@ -192,6 +199,8 @@ readme() {
     python docs/fill_readme.py
 }
 
+# Each section's own wall time goes to docs/times/sections.csv (its queued commands overlap, so their times do not
+# add up to it): a whole run's time on a machine is the sum of its sections'. A section run again replaces its row.
 for SECTION in "${@:-${SECTIONS[@]}}"; do
     if [[ ! " ${SECTIONS[*]} " == *" $SECTION "* ]]; then
         echo "error: no section $SECTION; the sections are: ${SECTIONS[*]}" >&2
@@ -199,6 +208,9 @@ for SECTION in "${@:-${SECTIONS[@]}}"; do
     fi
     mkdir -p checkpoints docs/times
     forget_times
+    forget_rows docs/times/sections.csv "$SECTION" "$SECTION_MACHINE"
     echo "== $SECTION"
+    section_start=$(now)
     "$SECTION"
+    append_time docs/times/sections.csv "$SECTION" "$section_start" "$SECTION_MACHINE"
 done

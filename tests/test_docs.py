@@ -18,8 +18,8 @@ def write_times(folder, section, rows):
 
 def test_a_duration_is_rounded_to_whole_seconds_before_it_is_split_into_minutes():
     duration = fill_readme().duration
-    assert [duration(s) for s in (61.4, 99.6, 100, 539.5, 599.4, 3600)] == [
-        "61 s", "1 min 40 s", "1 min 40 s", "9 min 00 s", "9 min 59 s", "60 min 00 s"]
+    assert [duration(s) for s in (61.4, 99.6, 100, 539.5, 599.4, 3599.6, 3631, 7170)] == [
+        "61 s", "1 min 40 s", "1 min 40 s", "9 min 00 s", "9 min 59 s", "1 h 00 min", "1 h 01 min", "2 h 00 min"]
 
 
 def test_times_are_tabulated_per_machine(tmp_path, monkeypatch):
@@ -46,6 +46,35 @@ def test_make_sh_rerun_replaces_only_this_machines_times(tmp_path):
     with open(times / "train.csv", newline="") as f:
         assert list(csv.reader(f)) == [["python train.py", "60.0", "other CPU"]]
     assert not (times / "train.csv.tmp").exists()
+
+
+def test_make_sh_times_each_section_and_a_rerun_replaces_only_its_row_on_this_machine(tmp_path):
+    script = (REPO / "docs" / "make.sh").read_text()
+    functions = script[script.index("append_time() {"):script.index("\ntrain() {")]
+    times = tmp_path / "sections.csv"
+    write_times(tmp_path, "sections", [["train", "100.0", "this CPU, JOBS=2"], ["sparse", "900.0", "this CPU, JOBS=2"],
+                                       ["sparse", "500.0", "other CPU, JOBS=2"]])
+    subprocess.run(["bash", "-c", f'{functions}\nnow() {{ python -c "import time; print(time.time())"; }}\n'
+                    f'forget_rows {times} sparse "this CPU, JOBS=2"\n'
+                    f'append_time {times} sparse "$(( $(date +%s) - 30 ))" "this CPU, JOBS=2"'], check=True)
+    with open(times, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[:2] == [["train", "100.0", "this CPU, JOBS=2"], ["sparse", "500.0", "other CPU, JOBS=2"]]
+    assert rows[2][0] == "sparse" and rows[2][2] == "this CPU, JOBS=2" and 29 <= float(rows[2][1]) < 40
+    assert len(rows) == 3
+
+
+def test_the_sections_are_make_shs_and_their_sum_is_given_where_every_one_has_run(tmp_path, monkeypatch):
+    module = fill_readme()
+    script = (REPO / "docs" / "make.sh").read_text()
+    assert f"SECTIONS=({' '.join(module.SECTIONS)})" in script
+    monkeypatch.setattr(module, "DOCS", tmp_path)
+    assert "No section has been timed yet" in module.sections()
+    whole = [[section, "600.0", "fast CPU, JOBS=2"] for section in module.SECTIONS[:-1]]
+    write_times(tmp_path / "times", "sections", whole + [["sparse", "1800.0", "slow CPU, JOBS=1"]])
+    fast, slow = module.sections().split("On slow CPU, JOBS=1:")
+    assert "| `bash docs/make.sh train` | 10 min 00 s |" in fast and "| all of them | 1 h 20 min |" in fast
+    assert "| `bash docs/make.sh sparse` | 30 min 00 s |" in slow and "all of them" not in slow
 
 
 def write_batch_timing(folder, machine, speedup):
