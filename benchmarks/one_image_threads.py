@@ -23,6 +23,7 @@ import data  # noqa: E402
 import files  # noqa: E402
 import results  # noqa: E402
 import utils  # noqa: E402
+from eval import parse_ks  # noqa: E402
 from kernel import column_plan, cpu_kernel, csr_kernel_forward, sparse_plan  # noqa: E402
 from prune import compact, prune  # noqa: E402
 from speed import machine  # noqa: E402
@@ -34,8 +35,8 @@ PASSES = 200  # a block: a few ms, short enough to catch a spell of the second c
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="model.pt", help="the net to prune; default: %(default)s")
-    parser.add_argument("--ks", type=lambda text: [utils.percent_below_100(k.strip()) for k in text.split(",")],
-                        default="90,95", help="weight pruning's k, comma-separated; default: %(default)s")
+    parser.add_argument("--ks", type=parse_ks, default="90,95",
+                        help="weight pruning's k, comma-separated; default: %(default)s")
     parser.add_argument("--seconds", type=utils.positive_float, default=40.0, help="per k; default: %(default)s")
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
