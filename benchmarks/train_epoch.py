@@ -1,8 +1,11 @@
-"""Time one training epoch: train.py's in-memory loop against the textbook DataLoader loop.
+"""Time one training epoch: train.py's in-memory loop against the textbook DataLoader loop, and the
+share of it that the BLAS's matrix products take.
 
 The textbook loop (pytorch/examples' mnist) builds every sample with a PIL image and ToTensor inside
 the epoch. Both loops train the same model with the same optimizer, batch size and data; they take
-turns, and the medians of --repeats epochs each are compared.
+turns, and the medians of --repeats epochs each are compared. Then one step's matrix products alone, on
+random matrices of its shapes, timed and counted for the epoch's samples, against one large product:
+what bounds an epoch, and so every training run of docs/make.sh.
 
     python benchmarks/train_epoch.py --dataset fashion-mnist
 """
@@ -16,12 +19,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torch.utils.benchmark as benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import data  # noqa: E402
 import utils  # noqa: E402
 from model import MLP  # noqa: E402
 from speed import machine  # noqa: E402
+
+LARGE = 2048  # the side of the square product that shows the BLAS near its best
 
 
 def textbook_epoch(model, loader, optimizer, l1):
@@ -54,6 +60,29 @@ def textbook_dataset(dataset, data_dir, transform):
             with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
                 (raw / name).write_bytes(f.read())
         return getattr(datasets, class_name)(root, train=True, download=False, transform=transform)
+
+
+def step_products(model, batch_size):
+    """One training step's matrix products, as a function on random matrices of their shapes, and their floating-point
+    operations: each layer's forward, its weight's gradient, and its input's gradient, which the first layer's input,
+    the images, does not need."""
+    weights = [layer.weight.detach() for layer in model.layers]
+    inputs = [torch.randn(batch_size, w.shape[1]) for w in weights]
+    output_grads = [torch.randn(batch_size, w.shape[0]) for w in weights]
+
+    def products():
+        for i, (w, x, g) in enumerate(zip(weights, inputs, output_grads)):
+            torch.mm(x, w.t())
+            torch.mm(g.t(), x)
+            if i:
+                torch.mm(g, w)
+
+    flops = 2 * batch_size * sum(w.numel() * (3 if i else 2) for i, w in enumerate(weights))
+    return products, flops
+
+
+def seconds_each(fn):
+    return benchmark.Timer("fn()", globals={"fn": fn}).blocked_autorange(min_run_time=2).median
 
 
 def main(argv=None):
@@ -92,6 +121,15 @@ def main(argv=None):
         print(f"  {name:22s} {statistics.median(seconds):6.2f} s   (all: {', '.join(f'{s:.2f}' for s in seconds)})")
     ours, textbook = (statistics.median(s) for s in times.values())
     print(f"  ratio in-memory / textbook: {ours / textbook:.2f}x")
+
+    products, flops = step_products(model, args.batch_size)
+    steps = len(train_data[1]) / args.batch_size
+    products_seconds = seconds_each(products) * steps
+    a, b = torch.randn(LARGE, LARGE), torch.randn(LARGE, LARGE)
+    large_rate = 2 * LARGE**3 / seconds_each(lambda: torch.mm(a, b)) / 1e9
+    print(f"  its matrix products alone {products_seconds:.2f} s, {100 * products_seconds / ours:.0f} % of the in-memory "
+          f"epoch, at {flops * steps / products_seconds / 1e9:.0f} GFLOP/s; one {LARGE} x {LARGE} product: "
+          f"{large_rate:.0f} GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -117,3 +117,18 @@ def test_the_textbook_loop_without_the_test_files_is_one_line(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(utils.UserError, match="no t10k-labels-idx1-ubyte .* needs all four IDX files"):
         import_script("benchmarks/train_epoch.py").textbook_dataset("fashion-mnist", tmp_path, None)
+
+
+def test_the_step_products_count_what_a_training_step_multiplies():
+    """benchmarks/train_epoch.py's count of a step's matrix products, against torch's own flop counter on a real
+    forward and backward pass (which takes no gradient for the images), and its products on matrices of those shapes."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = MLP((12, 9, 7, 5, 3))
+    products, flops = import_script("benchmarks/train_epoch.py").step_products(model, 6)
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(6, 12)).sum().backward()
+    assert flops == counter.get_total_flops() == 2 * 6 * (2 * 12 * 9 + 3 * (9 * 7 + 7 * 5 + 5 * 3))
+    with FlopCounterMode(display=False) as counter:
+        products()
+    assert counter.get_total_flops() == flops
