@@ -19,13 +19,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torch.utils.benchmark as benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import data  # noqa: E402
 import utils  # noqa: E402
 from model import MLP  # noqa: E402
-from speed import machine  # noqa: E402
+from speed import benchmark, machine  # noqa: E402  (torch's benchmark, imported without cpp_extension's CUDA warning)
 
 LARGE = 2048  # the side of the square product that shows the BLAS near its best
 
@@ -129,9 +128,9 @@ def main(argv=None):
     products_seconds = seconds_each(products) * steps
     a, b = torch.randn(LARGE, LARGE), torch.randn(LARGE, LARGE)
     large_rate = 2 * LARGE**3 / seconds_each(lambda: torch.mm(a, b)) / 1e9
-    print(f"  its matrix products alone {products_seconds:.2f} s, {100 * products_seconds / ours:.0f} % of the in-memory "
-          f"epoch, at {flops * steps / products_seconds / 1e9:.0f} GFLOP/s; one {LARGE} x {LARGE} product: "
-          f"{large_rate:.0f} GFLOP/s")
+    print(f"  its matrix products alone {products_seconds:.2f} s, {100 * products_seconds / ours:.0f} % of the "
+          f"in-memory epoch, at {flops * steps / products_seconds / 1e9:.0f} GFLOP/s; one {LARGE} x {LARGE} "
+          f"product: {large_rate:.0f} GFLOP/s")
 
 
 if __name__ == "__main__":
