@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from prune import compact
+from utils import UserError
 
 KERNEL_FLAGS = ["-O3", "-funroll-loops", "-march=native", "-fopenmp", "-shared", "-fPIC"]
 
@@ -57,6 +58,14 @@ def compile_kernel(compiler, extra_flags=()):
 
 def cpu_kernel():
     return compile_kernel(os.environ.get("CC", "cc"))
+
+
+def kernel_to_time():
+    """The compiled kernels, for a benchmark that times them: without them, one line saying why."""
+    kernel, why_not = cpu_kernel()
+    if kernel is None:
+        raise UserError(f"no C kernel to time: {why_not}")
+    return kernel
 
 
 def sparse_path(device):

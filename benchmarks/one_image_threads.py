@@ -24,7 +24,7 @@ import files  # noqa: E402
 import results  # noqa: E402
 import utils  # noqa: E402
 from eval import parse_ks  # noqa: E402
-from kernel import column_plan, cpu_kernel, csr_kernel_forward, sparse_plan  # noqa: E402
+from kernel import column_plan, csr_kernel_forward, kernel_to_time, sparse_plan  # noqa: E402
 from prune import compact, prune  # noqa: E402
 from speed import machine  # noqa: E402
 from torch.utils import benchmark  # noqa: E402
@@ -42,8 +42,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.out:
         files.check_outputs(files=[args.out])
-    if not cpu_kernel()[0]:
-        raise utils.UserError(f"no C kernel to time: {cpu_kernel()[1]}")
+    kernel_to_time()
     if torch.get_num_threads() < 2:
         raise utils.UserError("torch has one thread here: there is no second core to measure")
     model, checkpoint = checkpoints.load(args.checkpoint)

@@ -128,6 +128,7 @@ speed() {
     python benchmarks/saved.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/saved.md
     python benchmarks/one_image_threads.py --checkpoint checkpoints/seed0.pt --ks 90,95,97 \
         --out docs/speed/one_image_threads.md
+    python benchmarks/batch_costs.py --checkpoint checkpoints/seed0.pt --out docs/speed/batch_costs.md
 }
 
 written_to() {  # run a command with its stdout into $1, which it replaces only if the command succeeds

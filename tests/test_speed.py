@@ -324,23 +324,3 @@ def test_without_a_compiler_the_sparse_path_is_torch_csr(tmp_path, checkpoint, d
     assert json.loads((tmp_path / "results" / "weight.json").read_text())["config"]["sparse_path"] == "torch CSR"
     with open(tmp_path / "results" / "weight.csv") as f:
         assert float(next(csv.DictReader(f))["sparse_ms"]) > 0
-
-
-@needs_compiler
-def test_one_image_threads_times_one_thread_against_two_for_each_k(tmp_path, checkpoint, capsys, monkeypatch):
-    """benchmarks/one_image_threads.py: a row for each k, from blocks of both, written whole where asked."""
-    benchmark = import_script("benchmarks/one_image_threads.py")
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    out = tmp_path / "threads.md"
-    result = run_main(benchmark.main, ["--checkpoint", checkpoint, "--ks", "90,99", "--seconds", "0.05", "--out", out],
-                      capsys)
-    assert result.returncode == 0, result.stderr
-    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| 9")]
-    assert [row[0].strip() for row in rows] == ["90", "99"]
-    assert all(int(row[1]) >= 1 for row in rows)  # at least one block of each
-    assert out.read_text() in result.stdout + "\n"
-    result = run_main(benchmark.main, ["--checkpoint", checkpoint, "--ks", "90,100"], capsys)
-    assert result.returncode == 2 and "--ks" in result.stderr and "below 100" in result.stderr
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    result = run_main(benchmark.main, ["--checkpoint", checkpoint], capsys)
-    assert_fails_cleanly(result, "one thread")
