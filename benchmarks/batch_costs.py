@@ -43,7 +43,7 @@ HEADER = ["k %", "nonzeros", "the call µs", "C pass µs", "Python µs", "whatev
 
 def line_fit(xs, ys):
     """(intercept, slope) of the least-squares line through the points (xs, ys)."""
-    n, mean_x, mean_y = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
     slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
     return mean_y - slope * mean_x, slope
 

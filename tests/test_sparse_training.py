@@ -273,8 +273,8 @@ def test_the_tables_give_each_training_commands_wall_time_per_machine(tmp_path, 
 def test_the_tables_give_what_each_method_zeroes_on_its_own_over_the_seeds_recorded(tmp_path, capsys):
     sparse_tables = import_script("benchmarks/sparse.py")
     (tmp_path / "sparse" / "runs").mkdir(parents=True)
-    for name, sparsity in [("vd-seed0", 97.0), ("vd-seed1", 98.0), ("vd-strength1-seed0", 99.5)]:
-        record = {"accuracy": 88.0, "natural_sparsity": sparsity, "natural_accuracy": 87.0}
+    for name, natural in [("vd-seed0", 97.0), ("vd-seed1", 98.0), ("vd-strength1-seed0", 99.5)]:
+        record = {"accuracy": 88.0, "natural_sparsity": natural, "natural_accuracy": 87.0}
         (tmp_path / "sparse" / "runs" / f"{name}.json").write_text(json.dumps(record))
     sparse_tables.main(["--docs", str(tmp_path), "--out", str(tmp_path / "sparse.md")])
     text = (tmp_path / "sparse.md").read_text()

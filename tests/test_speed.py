@@ -11,7 +11,7 @@ import torch
 import data
 import checkpoints
 import utils
-from conftest import assert_fails_cleanly, import_script, run_main
+from conftest import run_main
 import eval as eval_module
 import speed
 from eval import main
