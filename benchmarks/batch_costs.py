@@ -54,6 +54,13 @@ def bare_call(arguments, _x):
     arguments[0](*arguments[1:])
 
 
+def cell(value):
+    """A table cell: a count with thousands separators, a time to 0.1 (0.01 below 1), text as it is."""
+    if isinstance(value, int):
+        return f"{value:,}"
+    return value if isinstance(value, str) else f"{value:.{2 if abs(value) < 1 else 1}f}"
+
+
 def costs(weights, batch, images, repeats, vector):
     """One row of HEADER for the pruned net `weights` at `batch`, laid out as eval.py lays it out for it; `vector`:
     the kernel's samples a vector."""
@@ -107,9 +114,7 @@ def main(argv=None):
     rows = []
     for k in args.ks:
         weights = [layer.weight.detach() for layer in prune(model, "weight", k).layers]
-        rows.append([f"{k:g}", *(f"{value:,}" if isinstance(value, int) else
-                                 value if isinstance(value, str) else f"{value:.{2 if value < 1 else 1}f}"
-                                 for value in costs(weights, args.batch, images, args.repeats, kernel.vector_width()))])
+        rows.append([f"{k:g}", *map(cell, costs(weights, args.batch, images, args.repeats, kernel.vector_width()))])
         print(f"k {k:g} timed", file=sys.stderr)
     text = (f"Batch {args.batch}, weight pruning, {machine('cpu')}, {torch.get_num_threads()} threads "
             f"(`python benchmarks/batch_costs.py`): the median of {args.repeats} runs, each of interleaved rounds in one "
