@@ -7,50 +7,40 @@ on with what it keeps. The schedule starts after GMP_START of the training steps
 leaving the rest to train the final masks, as the paper's schedules do. gmp-global ranks the hidden layers'
 weights together, as global pruning does, so that each layer ends with the sparsity its magnitudes earn it.
 
-vd: sparse variational dropout (Molchanov et al. 2017). Each hidden weight is a Gaussian N(θ, σ²) whose
-log σ² is learned beside θ; log α = log σ² − log θ² is its dropout rate, and a weight with log α ≥ 3
-(a noise far larger than its mean) is zero at test time. The loss is the cross-entropy plus the KL
-divergence from the log-uniform prior, divided by the number of training images, its weight warmed up
-from 0 so that the net first learns what the data needs, to 0.1 by default. At 1, the ELBO of the paper,
-the net zeroes 99.7 % of its hidden weights but loses about 3 points of accuracy in the 15 epochs here; at 0.1
-it zeroes 97 % and keeps within 1.5 points of the dense net (docs/sparse-training.md).
+vd: sparse variational dropout (Molchanov et al. 2017), its layers in sparse_layers.py. The loss is the
+cross-entropy plus the KL divergence from the log-uniform prior, divided by the number of training images,
+its weight warmed up from 0 so that the net first learns what the data needs, to 0.1 by default. At 1, the
+ELBO of the paper, the net zeroes 99.7 % of its hidden weights but loses about 3 points of accuracy in the 15
+epochs here; at 0.1 it zeroes 97 % and keeps within 1.5 points of the dense net (docs/sparse-training.md).
 
-l0, l0-unit: L0 regularisation (Louizos et al. 2018). Each hidden weight (l0), or each unit's row of
-weights (l0-unit), is multiplied by a hard-concrete gate z in [0, 1], a stretched and clipped binary
-concrete variable with a learned location log α; the loss adds strength / (training images) times the
-expected number of weights whose gate is open. At test time a gate is ẑ = clip(sigmoid(log α)(ζ − γ) + γ),
-which is exactly 0 for the least open gates.
+l0, l0-unit: L0 regularisation (Louizos et al. 2018), a hard-concrete gate on each hidden weight (l0) or on
+each unit's row of weights (l0-unit), its layers in sparse_layers.py. The loss adds strength / (training
+images) times the expected number of weights whose gate is open.
 
 vd and l0 swap the hidden layers for layers of their own while they train; finish() puts plain ones back,
 holding the trained values unthresholded (vd: θ; l0: θ·ẑ where the gate is open, θ where it is closed),
 so that every pruning method applies to the checkpoint, and returns the learned scores by which eval.py
 --sparsity learned ranks the weights (vd: −log α; l0: the gate's log α).
 """
-import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 import utils
 from prune import global_magnitude, per_layer, weight_mask
+from sparse_layers import GatedLinear, VariationalLinear
 
 GMP_START, GMP_END, GMP_EVERY = 0.1, 0.7, 100  # shares of the training steps, and Δt in steps
 METHODS = ["gmp", "gmp-global", "vd", "l0", "l0-unit"]
 GMP = {"gmp": per_layer(weight_mask), "gmp-global": global_magnitude}  # each layer to the target, or all together
 DEFAULT_STRENGTH = {"vd": 0.1, "l0": 0.1, "l0-unit": 0.1}  # vd: the KL's final weight (1: the ELBO); l0: λ
 
-VD_LOG_ALPHA_ZERO = 3.0  # a weight with log α at least this is zero at test time
 VD_WARMUP = 0.3  # share of the steps over which the KL's weight rises from 0 to its final value
-VD_INIT_LOG_SIGMA2 = -10.0  # little noise at first: the net starts as the deterministic one
-VD_K1, VD_K2, VD_K3 = 0.63576, 1.87320, 1.48695  # Molchanov et al.'s fit of the KL
 
-L0_BETA, L0_GAMMA, L0_ZETA = 2 / 3, -0.1, 1.1  # the hard concrete's temperature and its stretch to (γ, ζ)
 # Louizos et al. train 200 epochs at Adam's 0.001; in train.py's 15 a gate would move log α by 3.5 at most, and few
 # would ever shut. The gates learn at L0_GATE_LR times the weights' rate instead.
 L0_GATE_LR = 10.0
-L0_INIT_DROP = 0.5  # gates start at log α = log(1 − p) − log p, as Louizos et al.'s code starts them: ẑ = 0.5
 
 
 def gmp_sparsity(step, target, start, end):
@@ -85,71 +75,6 @@ def gradual_magnitude_pruning(model, target, steps, every=GMP_EVERY, rule=GMP["g
 # Sparse variational dropout
 
 
-class VariationalLinear(nn.Module):
-    """A bias-free Linear whose weights are Gaussians N(θ, σ²), trained by the local reparameterisation trick."""
-
-    def __init__(self, weight):
-        super().__init__()
-        self.weight = weight  # θ: the layer's own Parameter, trained on
-        self.log_sigma2 = nn.Parameter(torch.full_like(weight, VD_INIT_LOG_SIGMA2))
-
-    def log_alpha(self):
-        return self.log_sigma2 - torch.log(self.weight ** 2 + 1e-8)
-
-    def kept(self):
-        return self.log_alpha() < VD_LOG_ALPHA_ZERO
-
-    def forward(self, x):
-        if not self.training:
-            return F.linear(x, self.weight * self.kept())
-        # x·W for W ~ N(θ, σ²) is Gaussian for each output, with mean x·θ and variance x²·σ²: sampling the
-        # output instead of the weights costs two products and gives each image its own noise.
-        mean = F.linear(x, self.weight)
-        variance = self.log_sigma2.exp()
-        self.pending_kl = VDKL.apply(self.weight, self.log_sigma2, variance.detach())  # σ² shared: one exp a weight
-        std = torch.sqrt(F.linear(x * x, variance) + 1e-8)
-        return mean + std * torch.randn_like(mean)
-
-    def kl(self):
-        """Σ KL over the layer's weights: the one the training forward just computed, taken once, else afresh."""
-        kl, self.pending_kl = getattr(self, "pending_kl", None), None
-        return kl if kl is not None else VDKL.apply(self.weight, self.log_sigma2, self.log_sigma2.detach().exp())
-
-    def scores(self):
-        return -self.log_alpha()
-
-
-def vd_kl(log_alpha):
-    """KL(N(θ, αθ²) ‖ log-uniform prior) of each weight, by Molchanov et al.'s approximation (up to a constant
-    that makes it 0 as α → ∞)."""
-    return VD_K1 - VD_K1 * torch.sigmoid(VD_K2 + VD_K3 * log_alpha) + 0.5 * F.softplus(-log_alpha)
-
-
-class VDKL(torch.autograd.Function):
-    """Σ vd_kl(log α) over a layer, from (θ, log σ², σ²), with its gradient (in θ and log σ²) written out. On
-    a CPU the cost is in the exponentials and logarithms, a few ns a weight each: autograd's graph of the
-    formula takes six of them a weight and keeps a dozen tensors the size of the layer, which made a vd step
-    cost 4x the dense recipe's. Written out it takes three, σ² being the forward's, by softplus(−log α) =
-    log(σ² + θ²) − log σ² and σ(−log α) = θ² / (σ² + θ²)."""
-
-    @staticmethod
-    def forward(ctx, weight, log_sigma2, variance):
-        squared = weight * weight + 1e-8
-        total = variance + squared
-        log_alpha = squared.log().neg_().add_(log_sigma2)
-        rising = torch.sigmoid_(log_alpha.mul_(VD_K3).add_(VD_K2))  # log_alpha's memory, reused
-        ctx.save_for_backward(weight, squared, total, rising)
-        return VD_K1 * weight.numel() - VD_K1 * rising.sum() + 0.5 * (total.log().sum() - log_sigma2.sum())
-
-    @staticmethod
-    def backward(ctx, grad):
-        weight, squared, total, rising = ctx.saved_tensors
-        # d vd_kl / d log α = −k1·k3·s(1 − s) − σ(−log α)/2, s = σ(k2 + k3 log α); d log α / dθ = −2θ / (θ² + ε)
-        d_log_alpha = torch.div(squared, total).mul_(-0.5).addcmul_(rising, 1 - rising, value=-VD_K1 * VD_K3)
-        d_log_alpha.mul_(grad)
-        return torch.mul(d_log_alpha, weight).div_(squared).mul_(-2), d_log_alpha, None
-
-
 def variational_dropout(model, steps, images, strength=1.0):
     """Make the hidden layers of `model` variational; return the penalty to add to each step's loss: the KL
     over `images` (the training set's size), its weight rising from 0 to `strength` over VD_WARMUP of `steps`."""
@@ -166,46 +91,6 @@ def variational_dropout(model, steps, images, strength=1.0):
 
 # ---------------------------------------------------------------------------------------------------
 # L0 regularisation with hard-concrete gates
-
-
-class GatedLinear(nn.Module):
-    """A bias-free Linear whose weights are multiplied by hard-concrete gates: one per weight, or one per
-    output unit (row)."""
-
-    def __init__(self, weight, per_unit):
-        super().__init__()
-        self.weight = weight
-        shape = (weight.shape[0], 1) if per_unit else weight.shape
-        location = math.log(1 - L0_INIT_DROP) - math.log(L0_INIT_DROP)
-        self.log_alpha = nn.Parameter(torch.randn(shape, device=weight.device) * 0.01 + location)
-
-    def gates(self):
-        """Drawn from the hard concrete in training (one draw per step, shared by the batch); ẑ at test time."""
-        if self.training:
-            u = torch.rand_like(self.log_alpha).clamp(1e-6, 1 - 1e-6)
-            concrete = torch.sigmoid((u.log() - (-u).log1p() + self.log_alpha) / L0_BETA)
-        else:
-            concrete = torch.sigmoid(self.log_alpha)
-        return (concrete * (L0_ZETA - L0_GAMMA) + L0_GAMMA).clamp(0, 1)
-
-    def kept(self):
-        return (self.gates() > 0).expand_as(self.weight)
-
-    def forward(self, x):
-        return F.linear(x, self.weight * self.gates())
-
-    def expected_l0(self):
-        """The expected number of this layer's weights whose gate is not 0."""
-        per_gate = self.weight.numel() // self.log_alpha.numel()
-        return per_gate * open_probability(self.log_alpha).sum()
-
-    def scores(self):
-        return self.log_alpha.detach().expand_as(self.weight)
-
-
-def open_probability(log_alpha):
-    """P(z ≠ 0) of a hard-concrete gate with location log α: the chance its stretched concrete exceeds 0."""
-    return torch.sigmoid(log_alpha - L0_BETA * math.log(-L0_GAMMA / L0_ZETA))
 
 
 def l0_regularisation(model, images, strength=0.1, per_unit=False):

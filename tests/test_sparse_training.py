@@ -11,6 +11,7 @@ import checkpoints
 import data
 import eval as eval_script
 import results
+import sparse_layers
 import sparse_training
 import train
 import utils
@@ -108,7 +109,7 @@ def exact_vd_kl(log_alpha):
 
 @pytest.mark.parametrize("log_alpha", [-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0])
 def test_the_kl_approximation_matches_a_numerical_integral(log_alpha):
-    approximate = float(sparse_training.vd_kl(torch.tensor(log_alpha, dtype=torch.float64)))
+    approximate = float(sparse_layers.vd_kl(torch.tensor(log_alpha, dtype=torch.float64)))
     assert approximate == pytest.approx(exact_vd_kl(log_alpha), abs=0.01)  # the paper's fit: within 0.009
 
 
@@ -119,23 +120,23 @@ def test_a_layers_kl_and_its_gradient_are_those_of_the_formula():
     theta[0, :3] = torch.tensor([0.0, 1e-5, -1e-5])  # near θ = 0, where d log α / dθ is steepest
     log_sigma2 = torch.randn(30, 20, dtype=torch.float64) * 4 - 8
     by_formula = [t.clone().requires_grad_() for t in (theta, log_sigma2)]
-    expected = sparse_training.vd_kl(by_formula[1] - torch.log(by_formula[0] ** 2 + 1e-8)).sum()
+    expected = sparse_layers.vd_kl(by_formula[1] - torch.log(by_formula[0] ** 2 + 1e-8)).sum()
     (expected * 0.37).backward()
     written = [t.clone().requires_grad_() for t in (theta, log_sigma2)]
-    kl = sparse_training.VDKL.apply(*written, log_sigma2.exp())
+    kl = sparse_layers.VDKL.apply(*written, log_sigma2.exp())
     (kl * 0.37).backward()
     assert kl.item() == pytest.approx(expected.item(), rel=1e-12)
     for mine, autograd in zip(written, by_formula):
         assert torch.allclose(mine.grad, autograd.grad, rtol=1e-10, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda *t: sparse_training.VDKL.apply(*t, t[1].detach().exp()), written)
+    assert torch.autograd.gradcheck(lambda *t: sparse_layers.VDKL.apply(*t, t[1].detach().exp()), written)
 
 
 def test_the_penalty_takes_the_kl_of_the_weights_the_step_used():
     """The KL a training forward computes is the penalty's once; after the weights change, it is computed anew."""
     torch.manual_seed(0)
-    layer = sparse_training.VariationalLinear(torch.nn.Parameter(torch.randn(6, 4)))
+    layer = sparse_layers.VariationalLinear(torch.nn.Parameter(torch.randn(6, 4)))
     layer.train()
-    fresh = lambda: sparse_training.vd_kl(layer.log_alpha()).sum().item()  # noqa: E731
+    fresh = lambda: sparse_layers.vd_kl(layer.log_alpha()).sum().item()  # noqa: E731
     layer(torch.randn(3, 4))
     assert layer.kl().item() == pytest.approx(fresh(), rel=1e-6)
     with torch.no_grad():
@@ -146,7 +147,7 @@ def test_the_penalty_takes_the_kl_of_the_weights_the_step_used():
 def test_the_local_reparameterisation_has_the_mean_and_variance_of_sampled_weights():
     torch.manual_seed(0)
     theta = torch.randn(3, 5)
-    layer = sparse_training.VariationalLinear(torch.nn.Parameter(theta.clone()))
+    layer = sparse_layers.VariationalLinear(torch.nn.Parameter(theta.clone()))
     with torch.no_grad():
         layer.log_sigma2.copy_(torch.randn(3, 5) - 1)
     x, draws = torch.randn(4, 5), 200_000
@@ -161,7 +162,7 @@ def test_the_local_reparameterisation_has_the_mean_and_variance_of_sampled_weigh
 
 
 def test_vd_zeroes_at_test_time_exactly_the_weights_with_log_alpha_of_3_or_more():
-    layer = sparse_training.VariationalLinear(torch.nn.Parameter(torch.ones(1, 4)))
+    layer = sparse_layers.VariationalLinear(torch.nn.Parameter(torch.ones(1, 4)))
     with torch.no_grad():
         layer.log_sigma2.copy_(torch.tensor([[2.9, 3.0, 3.1, -10.0]]))  # θ = 1: log α = log σ²
     layer.eval()
@@ -176,14 +177,15 @@ def test_vd_zeroes_at_test_time_exactly_the_weights_with_log_alpha_of_3_or_more(
 @pytest.mark.parametrize("per_unit", [False, True])
 def test_hard_concrete_gates_lie_in_0_1_and_are_open_as_often_as_the_expected_l0_says(per_unit):
     torch.manual_seed(0)
-    layer = sparse_training.GatedLinear(torch.nn.Parameter(torch.ones(5, 4)), per_unit)
+    layer = sparse_layers.GatedLinear(torch.nn.Parameter(torch.ones(5, 4)), per_unit)
     locations = torch.tensor([-4.0, -1.0, 0.0, 1.0, 4.0])
     with torch.no_grad():
         layer.log_alpha.copy_(locations.view(5, 1).expand_as(layer.log_alpha))
-    draws = torch.stack([layer.gates() for _ in range(20_000)])
+    with torch.no_grad():  # the gates alone: times weights of 1
+        draws = sparse_layers.HardConcrete.apply(torch.ones(()), layer.log_alpha, torch.rand(20_000, *layer.log_alpha.shape))
     assert draws.min() == 0 and draws.max() == 1  # stretched and clipped: exact zeros and ones happen
     open_share = (draws > 0).float().mean(0).flatten()
-    expected = sparse_training.open_probability(layer.log_alpha).flatten()
+    expected = sparse_layers.open_probability(layer.log_alpha).flatten()
     assert torch.allclose(open_share, expected, atol=0.015)
     # The formula: P(z > 0) = sigmoid(log α − β log(−γ/ζ)), summed over the weights each gate holds.
     formula = torch.sigmoid(locations - 2 / 3 * math.log(0.1 / 1.1))
@@ -192,6 +194,34 @@ def test_hard_concrete_gates_lie_in_0_1_and_are_open_as_often_as_the_expected_l0
     test_gates = layer.gates().expand(5, 4)
     assert (test_gates[0] == 0).all() and (test_gates[4] == 1).all()  # ẑ clipped at both ends
     assert layer.kept().tolist() == [[g > 0] * 4 for g in test_gates[:, 0].tolist()]
+
+
+def hard_concrete_by_formula(weight, log_alpha, noise):
+    """Louizos et al.'s gated weights, as written: the concrete stretched to (γ, ζ) and clipped to [0, 1]."""
+    noise = noise.clamp(1e-6, 1 - 1e-6)
+    concrete = torch.sigmoid((noise.log() - (1 - noise).log() + log_alpha) / (2 / 3))
+    return weight * (concrete * 1.2 - 0.1).clamp(0, 1)
+
+
+@pytest.mark.parametrize("per_unit", [False, True])
+def test_the_gated_weights_and_their_gradient_are_those_of_the_formula(per_unit):
+    """HardConcrete writes out the gradient that autograd would take of the formula; they must agree."""
+    torch.manual_seed(0)
+    weight = torch.randn(30, 20, dtype=torch.float64)
+    shape = (30, 1) if per_unit else (30, 20)
+    log_alpha, noise = torch.randn(shape, dtype=torch.float64) * 3, torch.rand(shape, dtype=torch.float64)
+    by_formula = [t.clone().requires_grad_() for t in (weight, log_alpha)]
+    expected = hard_concrete_by_formula(*by_formula, noise)
+    written = [t.clone().requires_grad_() for t in (weight, log_alpha)]
+    gated = sparse_layers.HardConcrete.apply(*written, noise)
+    assert ((expected == 0) & (weight != 0)).any() and ((expected == weight) & (weight != 0)).any()  # both clips hit
+    upstream = torch.randn(30, 20, dtype=torch.float64)
+    (expected * upstream).sum().backward()
+    (gated * upstream).sum().backward()
+    assert torch.allclose(gated, expected, rtol=1e-12, atol=1e-14)
+    for mine, autograd in zip(written, by_formula):
+        assert torch.allclose(mine.grad, autograd.grad, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda *t: sparse_layers.HardConcrete.apply(*t, noise), written)
 
 
 # ---------------------------------------------------------------------------------------------------
