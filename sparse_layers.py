@@ -10,8 +10,8 @@ by a hard-concrete gate z in [0, 1], a stretched and clipped binary concrete var
 log α. Its expected number of open weights is the penalty. At test time a gate is
 ẑ = clip(sigmoid(log α)(ζ − γ) + γ), which is exactly 0 for the least open gates.
 
-Both write out the gradient of their costliest part (VDKL, HardConcrete): on a CPU, autograd's graph of the
-formula made a training step several times slower.
+Both write out the gradient of their costliest part (VDKL, HardConcrete), where autograd's graph of the
+formula made many more passes over the layer: each one's docstring says what that cost a training step.
 """
 import math
 
