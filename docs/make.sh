@@ -153,9 +153,9 @@ sparse_net() {  # train.py --sparse "$@" to checkpoints/$1.pt, timed under $2, a
 
 sparse() {  # trained to be sparse, against pruning the dense seeds, at sparsities up to 99.8 %
     rm -rf docs/sparse  # the records of the nets (docs/sparse/runs/) too: every table is made again
-    # The longest runs first (vd and l0 take 3-4 times a gmp run, docs/sparse-training.md), so that none is left
-    # to run alone at the end while the other core waits: queued so, the runs' median times in docs/times/sparse.csv
-    # (Zen 3) end 4 % sooner than queued seed by seed.
+    # The longest runs first (vd takes about 2.4 times a gmp run, l0 1.8 times: docs/sparse-training.md), so that
+    # none is left to run alone at the end while the other core waits: queued so, two at a time, the runs' median
+    # times in docs/times/sparse.csv (Zen 3) end within 2 % of half their sum.
     for seed in 0 1 2; do
         for method in vd l0; do
             queued sparse_net $method-seed$seed "python train.py --sparse $method" $method --seed $seed
