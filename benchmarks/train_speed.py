@@ -80,8 +80,9 @@ def main(argv=None):
         ratios = [s / d for s, d in zip(seconds[method], seconds["dense"])]
         rows.append([method, f"{1000 * statistics.median(seconds[method]):.1f}",
                      f"{statistics.median(ratios):.2f}x", f"{min(ratios):.2f}–{max(ratios):.2f}x"])
-    text = (f"A training step at batch {args.batch_size}, {machine('cpu')}, {torch.get_num_threads()} threads: median of "
-            f"{args.rounds} rounds of {args.steps} steps each (`python benchmarks/train_speed.py`).\n\n" +
+    threads = torch.get_num_threads()
+    text = (f"A training step at batch {args.batch_size}, {machine('cpu')}, {threads} thread{'s' * (threads != 1)}: "
+            f"median of {args.rounds} rounds of {args.steps} steps each (`python benchmarks/train_speed.py`).\n\n" +
             results.markdown(["method", "ms a step", "over dense", "range"], rows, text_columns=(0,)))
     print(text)
     if args.out:

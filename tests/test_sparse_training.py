@@ -313,6 +313,19 @@ def test_the_tables_give_what_each_method_zeroes_on_its_own_over_the_seeds_recor
     assert "| l0 |" not in text  # no record, no row
 
 
+def test_train_speed_times_a_step_of_every_method_and_writes_its_table(tmp_path, capsys):
+    """benchmarks/train_speed.py: a row for the dense recipe and one for each method of train.py --sparse, dense
+    the unit of the ratios, the table written whole where asked; checked for what it lists, never its timings."""
+    train_speed = import_script("benchmarks/train_speed.py")
+    out = tmp_path / "steps.md"
+    result = run_main(train_speed.main, ["--rounds", 1, "--steps", 2, "--batch-size", 16, "--out", out], capsys)
+    assert result.returncode == 0, result.stderr
+    header, _, *rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")]
+    assert [row[0].strip() for row in rows] == ["dense", *sparse_training.METHODS]
+    assert rows[0][2].strip() == "1.00x" and all(float(row[1]) > 0 for row in rows)
+    assert out.read_text() in result.stdout + "\n"
+
+
 @pytest.mark.parametrize("method", ["vd", "l0-unit"])
 def test_learned_pruning_counts_exactly_nests_in_k_and_follows_the_scores(method, sparse_checkpoints):
     model, checkpoint = checkpoints.load(sparse_checkpoints / f"{method}.pt")
