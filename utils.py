@@ -118,7 +118,9 @@ def evaluate(model, data, batch_size=2000):
 
 def sgd(model, lr, steps, weight_decay=0.0):
     """SGD with Nesterov momentum 0.9, its learning rate annealed from lr to 0 over `steps` on a cosine. Fused:
-    one pass over each parameter a step where the loop made four, the same numbers to the last bit."""
+    one pass over each parameter a step where the loop made four. On the MLP's layers it gives the loop's weights
+    to the last bit; on a tensor whose size is not a whole number of the CPU's vectors (a retrained net of live
+    units), the few elements past the last whole vector may round differently in the last bit."""
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay,
                                 fused=True)
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
