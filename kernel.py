@@ -5,17 +5,14 @@ by column, skipping the columns whose activation is zero. Why C and not numba: d
 import ctypes
 import functools
 import os
-import shlex
-import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
 
 from prune import compact
-from utils import UserError
+from utils import UserError, build_library
 
-KERNEL_FLAGS = ["-O3", "-funroll-loops", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+KERNEL_FLAGS = ["-O3", "-funroll-loops", "-march=native", "-fopenmp", "-fPIC"]
 
 
 class Layer(ctypes.Structure):
@@ -37,16 +34,10 @@ SOURCES = ("csr_kernel.c", "column_kernel.c")
 def compile_kernel(compiler, extra_flags=()):
     """(the compiled kernels, "") or (None, why not). extra_flags follow -march=native: -mno-avx512f, say, builds
     for AVX2 on a machine with AVX-512."""
-    with tempfile.TemporaryDirectory() as build:  # a fresh build each run: nothing stale, nothing to clean up
-        library = Path(build) / "csr_kernel.so"
-        command = [compiler, *KERNEL_FLAGS, *extra_flags, *(str(Path(__file__).with_name(s)) for s in SOURCES),
-                   "-o", str(library)]
-        try:
-            subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
-            kernel = ctypes.CDLL(str(library))  # loaded, the file can go
-        except (OSError, subprocess.SubprocessError) as e:
-            detail = getattr(e, "stderr", None) or str(e)
-            return None, f"{shlex.join(command)} failed: {detail.strip().splitlines()[-1] if detail.strip() else e}"
+    sources = [Path(__file__).with_name(source) for source in SOURCES]
+    kernel, why_not = build_library(compiler, sources, [*KERNEL_FLAGS, *extra_flags], ["-fopenmp"])
+    if kernel is None:
+        return None, why_not
     pointer = ctypes.c_void_p  # the arrays' types are checked where they are made (sparse_plan), not per call
     kernel.csr_forward.argtypes = [pointer, ctypes.c_int, pointer, ctypes.c_long, pointer, pointer, ctypes.c_int,
                                    ctypes.c_long]

@@ -10,14 +10,22 @@ by a hard-concrete gate z in [0, 1], a stretched and clipped binary concrete var
 log α. Its expected number of open weights is the penalty. At test time a gate is
 ẑ = clip(sigmoid(log α)(ζ − γ) + γ), which is exactly 0 for the least open gates.
 
-Both write out the gradient of their costliest part (VDKL, HardConcrete), where autograd's graph of the
-formula made many more passes over the layer: each one's docstring says what that cost a training step.
+Both write out the gradient of their costliest part, where autograd's graph of the formula made many more passes
+over the layer: VariationalLinear's σ² and KL in C (vd_kernel.c), one pass over the layer for both and their
+gradients, or in torch (VDKL) where there is no C compiler; HardConcrete in torch. Each docstring says what that
+cost a training step.
 """
+import ctypes
+import functools
 import math
+import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from utils import build_library
 
 VD_LOG_ALPHA_ZERO = 3.0  # a weight with log α at least this is zero at test time
 VD_INIT_LOG_SIGMA2 = -10.0  # little noise at first: the net starts as the deterministic one
@@ -47,15 +55,14 @@ class VariationalLinear(nn.Module):
         # x·W for W ~ N(θ, σ²) is Gaussian for each output, with mean x·θ and variance x²·σ²: sampling the
         # output instead of the weights costs two products and gives each image its own noise.
         mean = F.linear(x, self.weight)
-        variance = self.log_sigma2.exp()
-        self.pending_kl = VDKL.apply(self.weight, self.log_sigma2, variance.detach())  # σ² shared: one exp a weight
+        variance, self.pending_kl = variance_and_kl(self.weight, self.log_sigma2)  # the KL kept for the penalty
         std = torch.sqrt(F.linear(x * x, variance) + 1e-8)
         return mean + std * torch.randn_like(mean)
 
     def kl(self):
         """Σ KL over the layer's weights: the one the training forward just computed, taken once, else afresh."""
         kl, self.pending_kl = getattr(self, "pending_kl", None), None
-        return kl if kl is not None else VDKL.apply(self.weight, self.log_sigma2, self.log_sigma2.detach().exp())
+        return kl if kl is not None else variance_and_kl(self.weight, self.log_sigma2)[1]
 
     def scores(self):
         return -self.log_alpha()
@@ -67,11 +74,60 @@ def vd_kl(log_alpha):
     return VD_K1 - VD_K1 * torch.sigmoid(VD_K2 + VD_K3 * log_alpha) + 0.5 * F.softplus(-log_alpha)
 
 
+def variance_and_kl(weight, log_sigma2):
+    """(σ², Σ vd_kl(log α)) of a layer, both differentiable in θ and log σ²: by vd_kernel.c for float32 on a CPU
+    with a C compiler, else by torch."""
+    on_cpu = weight.device.type == "cpu" and weight.dtype == log_sigma2.dtype == torch.float32
+    kernel = vd_kernel(os.environ.get("CC", "cc"))[0] if on_cpu else None
+    if kernel is not None:
+        return VariationalTerms.apply(weight.contiguous(), log_sigma2.contiguous(), kernel)
+    variance = log_sigma2.exp()
+    return variance, VDKL.apply(weight, log_sigma2, variance.detach())  # σ² shared: one exp a weight
+
+
+VD_KERNEL_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC"]  # -ffast-math: glibc's vector exp
+
+
+@functools.cache
+def vd_kernel(compiler):
+    """vd_kernel.c, built with `compiler`: (the library, "") or (None, why not)."""
+    library, why_not = build_library(compiler, [Path(__file__).with_name("vd_kernel.c")], VD_KERNEL_FLAGS,
+                                     ["-fopenmp", "-lm"])
+    if library is not None:
+        library.vd_terms.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_int]
+        library.vd_terms.restype = ctypes.c_double
+    return library, why_not
+
+
+class VariationalTerms(torch.autograd.Function):
+    """(σ², Σ KL) of a layer from (θ, log σ²) by vd_kernel.c, which writes the KL's derivatives in the same pass:
+    the backward only scales them and adds σ²'s own. In torch (VDKL and an exp, forward and backward), these
+    took about a dozen passes over the layer and a third of a vd step on one thread of the AMD Zen 3 here."""
+
+    @staticmethod
+    def forward(ctx, weight, log_sigma2, kernel):
+        variance, d_weight, d_log_sigma2 = (torch.empty_like(weight) for _ in range(3))
+        kl = kernel.vd_terms(weight.data_ptr(), log_sigma2.data_ptr(), variance.data_ptr(), d_weight.data_ptr(),
+                             d_log_sigma2.data_ptr(), weight.numel(), torch.get_num_threads())
+        ctx.save_for_backward(variance, d_weight, d_log_sigma2)
+        return variance, weight.new_tensor(kl)
+
+    @staticmethod
+    def backward(ctx, grad_variance, grad_kl):
+        variance, d_weight, d_log_sigma2 = ctx.saved_tensors
+        # In place, saving two tensors the size of the layer; a second backward through this graph would raise,
+        # as autograd sees that they changed.
+        d_log_sigma2.mul_(grad_kl)
+        if grad_variance is not None:
+            d_log_sigma2.addcmul_(grad_variance, variance)  # d σ² / d log σ² = σ²
+        return d_weight.mul_(grad_kl), d_log_sigma2, None
+
+
 class VDKL(torch.autograd.Function):
-    """Σ vd_kl(log α) over a layer, from (θ, log σ², σ²), with its gradient (in θ and log σ²) written out. On
-    a CPU the cost is in the exponentials and logarithms, a few ns a weight each: autograd's graph of the
-    formula takes six of them a weight and keeps a dozen tensors the size of the layer, which made a vd step
-    cost 4x the dense recipe's. Written out it takes three, σ² being the forward's, by softplus(−log α) =
+    """Σ vd_kl(log α) over a layer, from (θ, log σ², σ²), with its gradient (in θ and log σ²) written out: vd's
+    KL in torch, where vd_kernel.c cannot run (no C compiler, a GPU, float64). Autograd's graph of the formula
+    takes six exponentials and logarithms a weight and keeps a dozen tensors the size of the layer, which made a
+    vd step cost 4x the dense recipe's. Written out it takes three, σ² being the forward's, by softplus(−log α) =
     log(σ² + θ²) − log σ² and σ(−log α) = θ² / (σ² + θ²)."""
 
     @staticmethod

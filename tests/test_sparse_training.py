@@ -2,6 +2,10 @@
 --sparse and eval.py --sparsity learned."""
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -129,6 +133,60 @@ def test_a_layers_kl_and_its_gradient_are_those_of_the_formula():
     for mine, autograd in zip(written, by_formula):
         assert torch.allclose(mine.grad, autograd.grad, rtol=1e-10, atol=1e-12)
     assert torch.autograd.gradcheck(lambda *t: sparse_layers.VDKL.apply(*t, t[1].detach().exp()), written)
+
+
+HAS_COMPILER = shutil.which(os.environ.get("CC", "cc")) is not None
+
+
+def vd_inputs(dtype):
+    """θ and log σ² over the range training meets: θ near 0, where d log α / dθ is steepest, and log α from
+    about −10 to 30, where s = sigmoid(k2 + k3 log α) rounds to 1 in float32."""
+    torch.manual_seed(0)
+    theta = torch.randn(40, 30, dtype=dtype) * 0.1
+    theta[0, :4] = torch.tensor([0.0, 1e-5, -1e-5, 3e-4])
+    log_sigma2 = torch.rand(40, 30, dtype=dtype) * 14 - 10
+    return theta, log_sigma2
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler to build vd_kernel.c")
+def test_the_vd_kernel_gives_the_variance_kl_and_gradients_of_the_formula():
+    """vd_kernel.c against autograd through vd_kl in float64, to float32's rounding."""
+    assert sparse_layers.vd_kernel(os.environ.get("CC", "cc"))[0] is not None
+    theta, log_sigma2 = vd_inputs(torch.float64)
+    exact = [t.clone().requires_grad_() for t in (theta, log_sigma2)]
+    variance, kl = exact[1].exp(), sparse_layers.vd_kl(exact[1] - torch.log(exact[0] ** 2 + 1e-8)).sum()
+    (0.37 * kl + (variance * 1.9).sum()).backward()  # a weight on each output, as σ² feeds the layer's products
+    by_kernel = [t.float().requires_grad_() for t in (theta, log_sigma2)]
+    variance32, kl32 = sparse_layers.variance_and_kl(*by_kernel)
+    assert type(kl32.grad_fn).__name__ == "VariationalTermsBackward"  # the kernel's, not torch's
+    (0.37 * kl32 + (variance32 * 1.9).sum()).backward()
+    assert kl32.item() == pytest.approx(kl.item(), rel=1e-6)
+    assert torch.allclose(variance32.double(), variance, rtol=1e-6, atol=0)
+    for mine, expected in zip(by_kernel, exact):
+        assert torch.allclose(mine.grad.double(), expected.grad, rtol=1e-5, atol=1e-6 * float(expected.grad.abs().max()))
+
+
+def test_without_a_compiler_vd_takes_its_terms_from_torch(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    assert sparse_layers.vd_kernel(str(tmp_path / "no-such-cc"))[0] is None
+    theta, log_sigma2 = (t.float().requires_grad_() for t in vd_inputs(torch.float64))
+    variance, kl = sparse_layers.variance_and_kl(theta, log_sigma2)
+    assert type(kl.grad_fn).__name__ != "VariationalTermsBackward"
+    assert torch.equal(variance, log_sigma2.exp())
+    expected = sparse_layers.vd_kl(log_sigma2 - torch.log(theta ** 2 + 1e-8)).sum()
+    assert kl.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler to build vd_kernel.c")
+def test_loading_the_vd_kernel_leaves_subnormal_floats_alone():
+    """vd_kernel.c is compiled with -ffast-math; linked with it, GCC before 13 would set the whole process to
+    flush subnormals to zero when the library loads. In a fresh process, so that this one's state does not count."""
+    code = ("import os, torch, sparse_layers; assert sparse_layers.vd_kernel(os.environ.get('CC', 'cc'))[0]; "
+            "print((torch.tensor([1e-38]) / 100).item())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) == pytest.approx(1e-40, rel=1e-3)
 
 
 def test_the_penalty_takes_the_kl_of_the_weights_the_step_used():
