@@ -85,6 +85,14 @@ def variance_and_kl(weight, log_sigma2):
     return variance, VDKL.apply(weight, log_sigma2, variance.detach())  # σ² shared: one exp a weight
 
 
+def vd_path(device):
+    """Where a vd layer's σ² and KL are computed on `device`: ("vd_kernel.c", "") or ("torch", why not in C)."""
+    if torch.device(device).type != "cpu":
+        return "torch", "vd_kernel.c runs on the CPU"
+    kernel, why_not = vd_kernel(os.environ.get("CC", "cc"))
+    return ("vd_kernel.c", "") if kernel is not None else ("torch", why_not)
+
+
 VD_KERNEL_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC"]  # -ffast-math: glibc's vector exp
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import data
 import checkpoints
 import files
+import sparse_layers
 import sparse_training
 import utils
 from model import MLP
@@ -71,6 +72,10 @@ def main(argv=None):
     # Plain values only: a checkpoint loads with weights_only=True, which refuses any other type.
     command = shlex.join(["python", "train.py", *(sys.argv[1:] if argv is None else argv)])
     config = {**vars(args), "sparse": sparse, "device": device, "command": command, "torch": str(torch.__version__)}
+    if sparse == "vd":  # C or torch: the same sums, rounded differently
+        config["vd_path"], why_not = sparse_layers.vd_path(device)
+        if why_not and device == "cpu":
+            print(f"note: vd's σ² and KL run in torch, as vd_kernel.c did not build: {why_not}")
 
     model = MLP().to(device)
     initial_state = {name: weight.clone() for name, weight in model.state_dict().items()}  # for rewinding

@@ -331,6 +331,21 @@ def test_a_sparse_checkpoint_is_plain_and_its_scores_give_its_natural_sparsity_a
     assert checkpoint["natural_accuracy"] == utils.evaluate(apply_masks(model, kept), test_data)
 
 
+@pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler to build vd_kernel.c")
+def test_a_vd_checkpoint_says_that_its_terms_came_from_the_kernel(sparse_checkpoints):
+    assert torch.load(sparse_checkpoints / "vd.pt", weights_only=True)["config"]["vd_path"] == "vd_kernel.c"
+
+
+def test_without_a_compiler_train_py_says_vd_runs_in_torch_and_records_it(tmp_path, data_dir, capsys, monkeypatch):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    result = run_main(train.main, ["--sparse", "vd", "--epochs", "1", "--data-dir", data_dir, "--no-download",
+                                   "--out", tmp_path / "vd.pt", "--logdir", tmp_path / "runs"], capsys)
+    assert result.returncode == 0, result.stderr
+    assert "note: vd's σ² and KL run in torch, as vd_kernel.c did not build" in result.stdout
+    assert "no-such-cc" in result.stdout
+    assert torch.load(tmp_path / "vd.pt", weights_only=True)["config"]["vd_path"] == "torch"
+
+
 def test_a_record_holds_a_checkpoints_numbers_without_its_weights(sparse_checkpoints, tmp_path, capsys):
     """benchmarks/sparse.py --record: what its tables read, small enough to keep in docs/ beside them."""
     sparse_tables = import_script("benchmarks/sparse.py")
