@@ -42,6 +42,7 @@ class VariationalLinear(nn.Module):
         super().__init__()
         self.weight = weight  # θ: the layer's own Parameter, trained on
         self.log_sigma2 = nn.Parameter(torch.full_like(weight, VD_INIT_LOG_SIGMA2))
+        self.in_c = True  # σ² and the KL by vd_kernel.c where it runs; False: by torch (train_speed.py compares)
 
     def log_alpha(self):
         return self.log_sigma2 - torch.log(self.weight ** 2 + 1e-8)
@@ -55,14 +56,14 @@ class VariationalLinear(nn.Module):
         # x·W for W ~ N(θ, σ²) is Gaussian for each output, with mean x·θ and variance x²·σ²: sampling the
         # output instead of the weights costs two products and gives each image its own noise.
         mean = F.linear(x, self.weight)
-        variance, self.pending_kl = variance_and_kl(self.weight, self.log_sigma2)  # the KL kept for the penalty
+        variance, self.pending_kl = variance_and_kl(self.weight, self.log_sigma2, self.in_c)  # the KL: for the penalty
         std = torch.sqrt(F.linear(x * x, variance) + 1e-8)
         return mean + std * torch.randn_like(mean)
 
     def kl(self):
         """Σ KL over the layer's weights: the one the training forward just computed, taken once, else afresh."""
         kl, self.pending_kl = getattr(self, "pending_kl", None), None
-        return kl if kl is not None else variance_and_kl(self.weight, self.log_sigma2)[1]
+        return kl if kl is not None else variance_and_kl(self.weight, self.log_sigma2, self.in_c)[1]
 
     def scores(self):
         return -self.log_alpha()
@@ -74,10 +75,10 @@ def vd_kl(log_alpha):
     return VD_K1 - VD_K1 * torch.sigmoid(VD_K2 + VD_K3 * log_alpha) + 0.5 * F.softplus(-log_alpha)
 
 
-def variance_and_kl(weight, log_sigma2):
+def variance_and_kl(weight, log_sigma2, in_c=True):
     """(σ², Σ vd_kl(log α)) of a layer, both differentiable in θ and log σ²: by vd_kernel.c for float32 on a CPU
-    with a C compiler, else by torch."""
-    on_cpu = weight.device.type == "cpu" and weight.dtype == log_sigma2.dtype == torch.float32
+    with a C compiler (unless in_c is False), else by torch."""
+    on_cpu = in_c and weight.device.type == "cpu" and weight.dtype == log_sigma2.dtype == torch.float32
     kernel = vd_kernel(os.environ.get("CC", "cc"))[0] if on_cpu else None
     if kernel is not None:
         return VariationalTerms.apply(weight.contiguous(), log_sigma2.contiguous(), kernel)

@@ -5,7 +5,8 @@ Each method trains its own net, set up as train.py sets it up (sparse_training.p
 the same batches of random images (the cost of a step does not depend on what the pixels are). The methods
 take turns, --steps steps each per round, so that a slow spell of a shared machine hits them alike; each
 round gives each method's time per step over the dense recipe's in that round, and the table shows the
-median over --rounds rounds (and their range), with the median time per step.
+median over --rounds rounds (and their range), with the median time per step. Where vd_kernel.c builds, vd
+runs twice: its σ² and KL in C, as train.py takes them, and in torch, as where there is no C compiler.
 
     python benchmarks/train_speed.py --out docs/train_speed.md
 """
@@ -24,16 +25,22 @@ import results  # noqa: E402
 import sparse_training  # noqa: E402
 import utils  # noqa: E402
 from model import MLP  # noqa: E402
+from sparse_layers import VariationalLinear, vd_path  # noqa: E402
 from speed import machine  # noqa: E402
 
 TRAINING_IMAGES = 60000  # what the penalties are divided by, as on MNIST
+VD_IN_TORCH = "vd, σ² and KL in torch"
 
 
-def trainer(method, batch_size, steps):
-    """One training step of `method` as a function of (images, labels), on its own freshly built net."""
+def trainer(method, batch_size, steps, in_c=True):
+    """One training step of `method` as a function of (images, labels), on its own freshly built net; in_c=False
+    keeps vd's σ² and KL to torch."""
     model = MLP()
     penalty, after_step = sparse_training.prepare(method, model, steps, TRAINING_IMAGES, target=95,
                                                   strength=sparse_training.DEFAULT_STRENGTH.get(method))
+    for layer in model.hidden:
+        if isinstance(layer, VariationalLinear):
+            layer.in_c = in_c
     optimizer, scheduler = sparse_training.optimizer(method, model, 1e-3 if penalty else 0.05, steps)
     model.train()
 
@@ -63,9 +70,11 @@ def main(argv=None):
 
     torch.manual_seed(0)
     batches = [(torch.randn(args.batch_size, 784), torch.randint(0, 10, (args.batch_size,))) for _ in range(10)]
-    methods = ["dense", *sparse_training.METHODS]
-    # gmp's masks are recomputed every 100 steps: its schedule spans the run, so that it prunes in it
-    steps = {m: trainer(None if m == "dense" else m, args.batch_size, args.steps * (args.rounds + 1)) for m in methods}
+    total = args.steps * (args.rounds + 1)  # gmp's masks are recomputed every 100 steps: its schedule spans the run
+    steps = {m: trainer(None if m == "dense" else m, args.batch_size, total) for m in ["dense", *sparse_training.METHODS]}
+    if vd_path("cpu")[0] == "vd_kernel.c":
+        steps[VD_IN_TORCH] = trainer("vd", args.batch_size, total, in_c=False)
+    methods = list(steps)
     seconds = {m: [] for m in methods}
     for round_ in range(args.rounds + 1):  # the first round warms up, and is not counted
         for method in methods:

@@ -163,7 +163,8 @@ def test_the_vd_kernel_gives_the_variance_kl_and_gradients_of_the_formula():
     assert kl32.item() == pytest.approx(kl.item(), rel=1e-6)
     assert torch.allclose(variance32.double(), variance, rtol=1e-6, atol=0)
     for mine, expected in zip(by_kernel, exact):
-        assert torch.allclose(mine.grad.double(), expected.grad, rtol=1e-5, atol=1e-6 * float(expected.grad.abs().max()))
+        scale = float(expected.grad.abs().max())
+        assert torch.allclose(mine.grad.double(), expected.grad, rtol=1e-5, atol=1e-6 * scale)
 
 
 def test_without_a_compiler_vd_takes_its_terms_from_torch(tmp_path, monkeypatch):
@@ -175,6 +176,17 @@ def test_without_a_compiler_vd_takes_its_terms_from_torch(tmp_path, monkeypatch)
     assert torch.equal(variance, log_sigma2.exp())
     expected = sparse_layers.vd_kl(log_sigma2 - torch.log(theta ** 2 + 1e-8)).sum()
     assert kl.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler to build vd_kernel.c")
+@pytest.mark.parametrize("in_c", [True, False])
+def test_a_vd_layer_takes_its_terms_from_c_unless_told_not_to(in_c):
+    layer = sparse_layers.VariationalLinear(torch.nn.Parameter(torch.randn(6, 4)))
+    layer.in_c = in_c
+    layer.train()
+    layer(torch.randn(3, 4))
+    expected = "VariationalTermsBackward" if in_c else "VDKLBackward"
+    assert type(layer.kl().grad_fn).__name__ == expected
 
 
 @pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler to build vd_kernel.c")
@@ -394,7 +406,8 @@ def test_train_speed_times_a_step_of_every_method_and_writes_its_table(tmp_path,
     result = run_main(train_speed.main, ["--rounds", 1, "--steps", 2, "--batch-size", 16, "--out", out], capsys)
     assert result.returncode == 0, result.stderr
     header, _, *rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")]
-    assert [row[0].strip() for row in rows] == ["dense", *sparse_training.METHODS]
+    in_torch = [train_speed.VD_IN_TORCH] if sparse_layers.vd_path("cpu")[0] == "vd_kernel.c" else []
+    assert [row[0].strip() for row in rows] == ["dense", *sparse_training.METHODS, *in_torch]
     assert rows[0][2].strip() == "1.00x" and all(float(row[1]) > 0 for row in rows)
     assert out.read_text() in result.stdout + "\n"
 
