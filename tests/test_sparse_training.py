@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 
@@ -22,6 +21,7 @@ import utils
 from conftest import assert_fails_cleanly, import_script, run_main
 from model import MLP
 from prune import apply_masks, masks, sparsity
+from test_speed import HAS_COMPILER
 
 
 def test_the_cubic_schedule_rises_from_zero_to_the_target():
@@ -133,9 +133,6 @@ def test_a_layers_kl_and_its_gradient_are_those_of_the_formula():
     for mine, autograd in zip(written, by_formula):
         assert torch.allclose(mine.grad, autograd.grad, rtol=1e-10, atol=1e-12)
     assert torch.autograd.gradcheck(lambda *t: sparse_layers.VDKL.apply(*t, t[1].detach().exp()), written)
-
-
-HAS_COMPILER = shutil.which(os.environ.get("CC", "cc")) is not None
 
 
 def vd_inputs(dtype):
