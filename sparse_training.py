@@ -2,7 +2,7 @@
 
 gmp: gradual magnitude pruning (Zhu & Gupta 2017). Each hidden layer's sparsity rises from 0 to the target
 on the cubic schedule s_t = s_f · (1 − (1 − (t − t0) / (n·Δt))³), the masks recomputed from |w| every Δt
-steps, the pruned weights held at exactly zero by the masks (torch.nn.utils.prune), so that the net trains
+steps, the pruned weights held at exactly zero after each step (prune.hold_at_zero), so that the net trains
 on with what it keeps. The schedule starts after GMP_START of the training steps and ends at GMP_END,
 leaving the rest to train the final masks, as the paper's schedules do. gmp-global ranks the hidden layers'
 weights together, as global pruning does, so that each layer ends with the sparsity its magnitudes earn it.
@@ -25,10 +25,9 @@ so that every pruning method applies to the checkpoint, and returns the learned 
 
 import torch
 from torch import nn
-from torch.nn.utils import prune as torch_prune
 
 import utils
-from prune import global_magnitude, per_layer, weight_mask
+from prune import global_magnitude, hold_at_zero, per_layer, weight_mask
 from sparse_layers import GatedLinear, VariationalLinear
 
 GMP_START, GMP_END, GMP_EVERY = 0.1, 0.7, 100  # shares of the training steps, and Δt in steps
@@ -52,22 +51,25 @@ def gmp_sparsity(step, target, start, end):
 
 
 def gradual_magnitude_pruning(model, target, steps, every=GMP_EVERY, rule=GMP["gmp"]):
-    """Put masks on the hidden layers of `model` and return the function to call after each training step,
-    which recomputes them by `rule` (one of GMP) every `every` steps and at the last of `steps`, to `target`
-    percent at the end."""
-    for layer in model.hidden:
-        torch_prune.custom_from_mask(layer, "weight", torch.ones_like(layer.weight))
+    """Put masks on the hidden layers of `model` (each layer's weight_mask) and return the function to call after
+    each training step, which holds the pruned weights at zero and recomputes the masks by `rule` (one of GMP)
+    every `every` steps and at the last of `steps`, to `target` percent at the end."""
+    masks = [torch.ones_like(layer.weight) for layer in model.hidden]
+    for layer, mask in zip(model.hidden, masks):
+        layer.register_buffer("weight_mask", mask, persistent=False)  # for natural_sparsity, not the checkpoint
+    zero_pruned = hold_at_zero(model.hidden, masks)
     start = round(GMP_START * steps)
     end, done = max(round(GMP_END * steps), start + 1), [0]
 
     def after_step():
+        zero_pruned()
         done[0] += 1
         if done[0] % every == 0 or done[0] == steps:
             fraction = gmp_sparsity(done[0], target / 100, start, end) if done[0] < steps else target / 100
             with torch.no_grad():  # from the masked weights: a pruned one is 0, so it stays pruned
-                masks = rule([layer.weight_orig * layer.weight_mask for layer in model.hidden], fraction)
-                for layer, mask in zip(model.hidden, masks):
-                    layer.weight_mask.copy_(mask)
+                for mask, new in zip(masks, rule([layer.weight for layer in model.hidden], fraction)):
+                    mask.copy_(new)
+            zero_pruned()
     return after_step
 
 
@@ -134,7 +136,7 @@ def prepare(method, model, steps, images, target=None, strength=None):
 @torch.no_grad()
 def natural_sparsity(model):
     """The percentage of hidden weights that the method training `model` zeroes on its own, as it stands."""
-    kept = [layer.weight_mask.bool() if torch_prune.is_pruned(layer) else layer.kept() if hasattr(layer, "kept")
+    kept = [layer.weight_mask.bool() if hasattr(layer, "weight_mask") else layer.kept() if hasattr(layer, "kept")
             else layer.weight != 0 for layer in model.hidden]
     return 100 * sum(int((~k).sum()) for k in kept) / sum(k.numel() for k in kept)
 
@@ -145,9 +147,9 @@ def finish(model):
     the method zeroes on its own."""
     model.eval()
     natural = natural_sparsity(model)
-    if any(torch_prune.is_pruned(layer) for layer in model.hidden):  # gmp: the masks folded into the weights
+    if any(hasattr(layer, "weight_mask") for layer in model.hidden):  # gmp: its weights are zero where pruned
         for layer in model.hidden:
-            torch_prune.remove(layer, "weight")
+            del layer.weight_mask
         return None, natural
     scores = []
     with torch.no_grad():

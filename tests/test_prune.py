@@ -1,4 +1,6 @@
 """The pruning methods, the masks they make, fine-tuning with a mask held, and measured sparsity."""
+import copy
+
 import pytest
 import torch
 
@@ -6,6 +8,7 @@ import data
 import checkpoints
 import utils
 from model import MLP
+import prune as prune_module
 from prune import METHODS, live_units, mask_smallest, prune, retrain, sparsity
 
 SHAPES = [(784, 1000, 1000, 500, 200, 10), (7, 13, 5, 3), (30, 1, 9, 4)]
@@ -26,6 +29,25 @@ def test_ties_go_to_the_lower_index():
     scores = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 2.0])
     assert mask_smallest(scores, 3).tolist() == [0, 0, 1, 0, 1, 1]
     assert mask_smallest(scores, 0).tolist() == [1] * 6
+
+
+def stable_sort_mask(scores, n):  # mask_smallest's definition, by the sort it avoids
+    mask = torch.ones(scores.numel())
+    mask[scores.flatten().argsort(stable=True)[:n]] = 0
+    return mask.view_as(scores)
+
+
+@pytest.mark.parametrize("values", [
+    [0.3, -1.0, 2.5, 0.7, 1.1],  # distinct
+    [1.0, 0.0, 1.0, 0.0, 1.0, 2.0, 0.0, 1.0],  # ties, on either side of the cut
+    [0.0, -0.0, 1.0, -0.0, 0.0, 2.0],  # -0.0 and 0.0 are equal, so the order among them is by index
+    [float("inf"), 1.0, float("-inf"), float("inf"), 1.0, float("-inf")],
+    [float("nan"), 1.0, 0.0, float("nan"), 0.5, 0.0],  # a sort puts NaN last
+], ids=["distinct", "ties", "signed zeros", "infinities", "nan"])
+def test_the_mask_is_the_one_a_stable_sort_gives_for_every_count(values):
+    scores = torch.tensor(values).repeat(3).view(3, -1)
+    for n in range(scores.numel() + 2):
+        assert torch.equal(mask_smallest(scores, n), stable_sort_mask(scores, n)), n
 
 
 # The per-layer magnitude rules prune groups of weights as a whole: (score of each group, which groups are gone).
@@ -152,6 +174,25 @@ def test_sparsity_reports_the_hidden_layers_the_whole_net_and_each_hidden_layer(
 
 
 # Fine-tuning: the mask holds, the survivors learn.
+
+def test_masks_held_in_place_train_what_torchs_prune_hooks_train_bit_for_bit():
+    torch.manual_seed(0)
+    images, labels = torch.randn(96, 20), torch.randint(0, 3, (96,))
+    model = MLP((20, 16, 12, 3))
+    masks = prune_module.masks(model, "weight", 60)
+    hooked, held = prune_module.apply_masks(model, masks), copy.deepcopy(model)
+    zero_pruned = prune_module.hold_at_zero(held.hidden, masks)
+    for net, after_step in ((hooked, None), (held, zero_pruned)):
+        optimizer, scheduler = utils.sgd(net, 0.1, 3 * 6, weight_decay=1e-3)
+        order = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            utils.train_epoch(net, (images, labels), optimizer, 16, order, scheduler, l1=1e-3, after_step=after_step)
+    for a, b, before in zip(hooked.layers, held.layers, model.layers):
+        weight = a.weight_orig * a.weight_mask if hasattr(a, "weight_mask") else a.weight  # .weight: the last forward's
+        assert torch.equal(weight, b.weight)  # kept and pruned alike
+        assert not torch.equal(b.weight, before.weight)  # both trained
+    for layer, mask in zip(held.hidden, masks):
+        assert int(layer.weight[mask == 0].count_nonzero()) == 0 and int((mask == 0).sum()) > 0
 
 @pytest.fixture
 def splits(data_dir):

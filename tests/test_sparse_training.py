@@ -40,15 +40,17 @@ def test_gmp_masks_follow_the_schedule_at_every_step_and_end_exactly_at_the_targ
         if step % every == 0 or step == steps:  # a stand-in for the optimizer's steps since the last masks
             with torch.no_grad():
                 for layer in model.hidden:
-                    layer.weight_orig.add_(torch.randn_like(layer.weight_orig), alpha=1e-2)
+                    layer.weight.add_(torch.randn_like(layer.weight), alpha=1e-2)
         after_step()
         if step % every == 0 or step == steps:
             fraction = sparse_training.gmp_sparsity(step, 0.95, start, end) if step < steps else 0.95
             for layer, before in zip(model.hidden, pruned_before):
                 pruned = layer.weight_mask == 0
                 assert int(pruned.sum()) == round(fraction * layer.weight.numel()), step
-                assert pruned[before].all(), step  # once pruned, held at zero
+                assert pruned[before].all(), step  # once pruned, pruned for good
                 before.copy_(pruned)
+        for layer in model.hidden:  # and held at zero after every step
+            assert int(layer.weight[layer.weight_mask == 0].count_nonzero()) == 0, step
     assert sparse_training.finish(model)[0] is None
     assert [name for name, _ in model.named_parameters()] == [f"layers.{i}.weight" for i in range(5)]
     assert sparsity(model)["sparsity"] == pytest.approx(95, abs=1e-9)
@@ -60,7 +62,7 @@ def test_gmp_global_counts_the_hidden_layers_together_and_ends_exactly_at_the_ta
     total = sum(layer.weight.numel() for layer in model.hidden)
     for step in range(1, steps + 1):
         with torch.no_grad():
-            model.hidden[0].weight_orig.mul_(0.9)  # the first layer shrinks, so it loses more than its share
+            model.hidden[0].weight.mul_(0.9)  # the first layer shrinks, so it loses more than its share
         after_step()
         if step % every == 0 or step == steps:
             fraction = sparse_training.gmp_sparsity(step, 0.99, round(sparse_training.GMP_START * steps),
