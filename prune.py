@@ -130,14 +130,16 @@ def hold_at_zero(layers, masks):
     to call after each optimizer step, so that they stay exactly zero while the net trains. A mask changed in
     place takes effect at the next call.
 
-    The products and gradients are torch.nn.utils.prune's, bit for bit: a kept weight's gradient and update are
-    the same, and a pruned one's update is undone. But where its hooks multiply the weights by the masks into new
-    tensors twice a step (before the forward, and in the backward), this is one pass over them in place.
+    The net trains to the same weights as with torch.nn.utils.prune, to the last bit of every kept one: a kept
+    weight's gradient and update are the same, and a pruned one's update is undone (a pruned weight may end as
+    -0.0 where the hooks give 0.0, or the other way round, which changes no product). But where the hooks
+    multiply the weights by the masks into new tensors twice a step (before the forward, and in the backward),
+    this is one pass over them in place.
     """
     def zero_pruned():
         with torch.no_grad():
             for layer, mask in zip(layers, masks):
-                layer.weight.mul_(mask)  # not masked_fill: a negative weight becomes -0.0, as the hooks make it
+                layer.weight.mul_(mask)
     zero_pruned()
     return zero_pruned
 

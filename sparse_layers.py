@@ -111,8 +111,8 @@ def vd_kernel(compiler):
 class VariationalTerms(torch.autograd.Function):
     """(σ², Σ KL) of a layer from (θ, log σ²) by vd_kernel.c, which writes the KL's derivatives in the same pass:
     the backward only scales them and adds σ²'s own. In torch (VDKL and an exp, forward and backward) these take
-    about a dozen passes over the layer: a vd step costs 3.0 dense ones that way and 2.6 this way, on two threads
-    of the AMD Zen 3 here (docs/train_speed.md)."""
+    about a dozen passes over the layer: a vd step costs 3.0-3.3 dense ones that way and 2.5-2.6 this way, on two
+    threads of the AMD Zen 3 here, in four runs of benchmarks/train_speed.py (the last in docs/train_speed.md)."""
 
     @staticmethod
     def forward(ctx, weight, log_sigma2, kernel):

@@ -175,7 +175,7 @@ def test_sparsity_reports_the_hidden_layers_the_whole_net_and_each_hidden_layer(
 
 # Fine-tuning: the mask holds, the survivors learn.
 
-def test_masks_held_in_place_train_what_torchs_prune_hooks_train_bit_for_bit():
+def test_masks_held_in_place_train_to_the_weights_torchs_prune_hooks_train_to():
     torch.manual_seed(0)
     images, labels = torch.randn(96, 20), torch.randint(0, 3, (96,))
     model = MLP((20, 16, 12, 3))
@@ -189,7 +189,7 @@ def test_masks_held_in_place_train_what_torchs_prune_hooks_train_bit_for_bit():
             utils.train_epoch(net, (images, labels), optimizer, 16, order, scheduler, l1=1e-3, after_step=after_step)
     for a, b, before in zip(hooked.layers, held.layers, model.layers):
         weight = a.weight_orig * a.weight_mask if hasattr(a, "weight_mask") else a.weight  # .weight: the last forward's
-        assert torch.equal(weight, b.weight)  # kept and pruned alike
+        assert torch.equal(weight, b.weight)  # kept and pruned alike (as floats: 0.0 equals -0.0)
         assert not torch.equal(b.weight, before.weight)  # both trained
     for layer, mask in zip(held.hidden, masks):
         assert int(layer.weight[mask == 0].count_nonzero()) == 0 and int((mask == 0).sum()) > 0
