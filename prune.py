@@ -37,8 +37,9 @@ def mask_smallest(scores, n):
         mask.zero_()
     elif n > 0:
         threshold = flat.kthvalue(n).values
-        if int((flat <= threshold).sum()) == n:  # no tie across the cut, as for a layer at the sparsity it has
-            mask[flat <= threshold] = 0
+        up_to = flat <= threshold
+        if int(up_to.sum()) == n:  # no tie across the cut, as for a layer at the sparsity it has
+            mask[up_to] = 0
         else:
             below = flat < threshold
             mask[below] = 0
