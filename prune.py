@@ -13,6 +13,7 @@ import torch
 from torch.nn.utils import prune as torch_prune
 
 import utils
+from masked_layer import mask_hidden
 from model import MLP
 
 
@@ -178,6 +179,7 @@ def retrain(model, train_data, epochs, lr, batch_size, seed, l1=0.0, weight_deca
         for layer, weight, r, c in zip(smaller.layers, weights, rows, columns):
             layer.weight.copy_(weight[r][:, c])
     masks = [layer.weight_mask[r][:, c] for layer, r, c in zip(model.hidden, rows, columns)]
+    mask_hidden(smaller, masks)  # their products over the kept weights only, where the masks prune most
     zero_pruned = hold_at_zero(smaller.hidden, masks)
     optimizer, scheduler = utils.sgd(smaller, lr, epochs * math.ceil(len(train_data[1]) / batch_size), weight_decay)
     shuffle = torch.Generator().manual_seed(seed)

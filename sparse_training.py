@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 import utils
+from masked_layer import MaskedLinear, mask_hidden, unmask_hidden
 from prune import global_magnitude, hold_at_zero, per_layer, weight_mask
 from sparse_layers import GatedLinear, VariationalLinear
 
@@ -55,8 +56,7 @@ def gradual_magnitude_pruning(model, target, steps, every=GMP_EVERY, rule=GMP["g
     each training step, which holds the pruned weights at zero and recomputes the masks by `rule` (one of GMP)
     every `every` steps and at the last of `steps`, to `target` percent at the end."""
     masks = [torch.ones_like(layer.weight) for layer in model.hidden]
-    for layer, mask in zip(model.hidden, masks):
-        layer.register_buffer("weight_mask", mask, persistent=False)  # for natural_sparsity, not the checkpoint
+    mask_hidden(model, masks)  # their products over the kept weights only, once the masks prune most
     zero_pruned = hold_at_zero(model.hidden, masks)
     start = round(GMP_START * steps)
     end, done = max(round(GMP_END * steps), start + 1), [0]
@@ -147,9 +147,8 @@ def finish(model):
     the method zeroes on its own."""
     model.eval()
     natural = natural_sparsity(model)
-    if any(hasattr(layer, "weight_mask") for layer in model.hidden):  # gmp: its weights are zero where pruned
-        for layer in model.hidden:
-            del layer.weight_mask
+    if any(isinstance(layer, MaskedLinear) for layer in model.hidden):  # gmp: its weights are zero where pruned
+        unmask_hidden(model)
         return None, natural
     scores = []
     with torch.no_grad():

@@ -142,6 +142,7 @@ benchmarks() {
     written_to docs/iterative.md python benchmarks/iterative.py --dataset fashion-mnist --checkpoint checkpoints/seed0.pt
     written_to docs/recipes.md python benchmarks/recipes.py --dataset fashion-mnist
     written_to docs/train_epoch.txt python benchmarks/train_epoch.py --dataset fashion-mnist
+    python benchmarks/masked_layer.py --out docs/masked_layer.md
 }
 
 sparse_net() {  # train.py --sparse "$@" to checkpoints/$1.pt, timed under $2, and its record for the tables
