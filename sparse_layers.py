@@ -12,8 +12,9 @@ log α. Its expected number of open weights is the penalty. At test time a gate 
 
 Both write out the gradient of their costliest part, where autograd's graph of the formula made many more passes
 over the layer: VariationalLinear's σ² and KL in C (vd_kernel.c), one pass over the layer for both and their
-gradients, or in torch (VDKL) where there is no C compiler; HardConcrete in torch. Each docstring says what that
-cost a training step.
+gradients, or in torch (VDKL) where there is no C compiler; GatedLinear's gates per weight, with their noise and
+the penalty's terms, in C (l0_kernel.c, GateTerms), or in torch (HardConcrete), as its gates per unit always are.
+Each docstring says what that cost a training step.
 """
 import ctypes
 import functools
@@ -88,10 +89,19 @@ def variance_and_kl(weight, log_sigma2, in_c=True):
 
 def vd_path(device):
     """Where a vd layer's σ² and KL are computed on `device`: ("vd_kernel.c", "") or ("torch", why not in C)."""
+    return kernel_path(vd_kernel, "vd_kernel.c", device)
+
+
+def l0_path(device):
+    """Where an l0 layer's gates are drawn on `device`: ("l0_kernel.c", "") or ("torch", why not in C)."""
+    return kernel_path(l0_kernel, "l0_kernel.c", device)
+
+
+def kernel_path(build, source, device):
     if torch.device(device).type != "cpu":
-        return "torch", "vd_kernel.c runs on the CPU"
-    kernel, why_not = vd_kernel(os.environ.get("CC", "cc"))
-    return ("vd_kernel.c", "") if kernel is not None else ("torch", why_not)
+        return "torch", f"{source} runs on the CPU"
+    kernel, why_not = build(os.environ.get("CC", "cc"))
+    return (source, "") if kernel is not None else ("torch", why_not)
 
 
 VD_KERNEL_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC"]  # -ffast-math: glibc's vector exp
@@ -105,6 +115,20 @@ def vd_kernel(compiler):
     if library is not None:
         library.vd_terms.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_int]
         library.vd_terms.restype = ctypes.c_double
+    return library, why_not
+
+
+@functools.cache
+def l0_kernel(compiler):
+    """l0_kernel.c, built with `compiler`: (the library, "") or (None, why not)."""
+    library, why_not = build_library(compiler, [Path(__file__).with_name("l0_kernel.c")], VD_KERNEL_FLAGS,
+                                     ["-fopenmp", "-lm"])
+    if library is not None:
+        pointer, n = ctypes.c_void_p, ctypes.c_int64
+        library.l0_gates.argtypes = [pointer] * 6 + [n, ctypes.c_uint32, ctypes.c_int]
+        library.l0_gates.restype = ctypes.c_double
+        library.l0_backward.argtypes = [pointer] * 5 + [ctypes.c_float, pointer, pointer, n, ctypes.c_int]
+        library.l0_backward.restype = None
     return library, why_not
 
 
@@ -168,6 +192,7 @@ class GatedLinear(nn.Module):
         shape = (weight.shape[0], 1) if per_unit else weight.shape
         location = math.log(1 - L0_INIT_DROP) - math.log(L0_INIT_DROP)
         self.log_alpha = nn.Parameter(torch.randn(shape, device=weight.device) * 0.01 + location)
+        self.in_c = not per_unit  # gates per weight by l0_kernel.c where it runs; per unit they are few: torch
 
     def gates(self):
         """ẑ = clip(sigmoid(log α)(ζ − γ) + γ, 0, 1), the gates at test time: exactly 0 for the least open."""
@@ -180,12 +205,24 @@ class GatedLinear(nn.Module):
         if not self.training:
             return F.linear(x, self.weight * self.gates())
         # the gates drawn once a step, shared by the batch
-        return F.linear(x, HardConcrete.apply(self.weight, self.log_alpha, torch.rand_like(self.log_alpha)))
+        kernel = self.kernel()
+        if kernel is None:
+            return F.linear(x, HardConcrete.apply(self.weight, self.log_alpha, torch.rand_like(self.log_alpha)))
+        seed = int(torch.randint(2 ** 32, (), dtype=torch.int64))  # from torch's generator: --seed fixes the gates
+        gated, self.pending_open = GateTerms.apply(self.weight.contiguous(), self.log_alpha.contiguous(), seed, kernel)
+        return F.linear(x, gated)
+
+    def kernel(self):
+        """l0_kernel.c, where it runs for this layer: float32 gates per weight on a CPU with a C compiler."""
+        on_cpu = self.in_c and self.weight.device.type == "cpu" and self.weight.dtype == self.log_alpha.dtype == torch.float32
+        return l0_kernel(os.environ.get("CC", "cc"))[0] if on_cpu else None
 
     def expected_l0(self):
-        """The expected number of this layer's weights whose gate is not 0."""
+        """The expected number of this layer's weights whose gate is not 0: the one the training forward just
+        computed, taken once, else afresh."""
         per_gate = self.weight.numel() // self.log_alpha.numel()
-        return per_gate * open_probability(self.log_alpha).sum()
+        open_, self.pending_open = getattr(self, "pending_open", None), None
+        return per_gate * (open_ if open_ is not None else open_probability(self.log_alpha).sum())
 
     def scores(self):
         return self.log_alpha.detach().expand_as(self.weight)
@@ -217,6 +254,33 @@ class HardConcrete(torch.autograd.Function):
         if slope.shape != weight.shape:  # a gate per unit: what each of its row's weights passes back, summed
             d_gates = d_gates.sum(1, keepdim=True)
         return grad * gates, d_gates.mul_(slope), None
+
+
+class GateTerms(torch.autograd.Function):
+    """(the weights times their hard-concrete gates, Σ P(gate open)) of a layer with a gate per weight, by
+    l0_kernel.c: the noise, the gates, their slopes and the penalty's terms in one pass over the layer, and the
+    gradients in one more, where HardConcrete and open_probability in torch take about a dozen, the noise drawn
+    by torch's generator in one of its own."""
+
+    @staticmethod
+    def forward(ctx, weight, log_alpha, seed, kernel):
+        gated, gates, slope, d_open = (torch.empty_like(weight) for _ in range(4))
+        open_ = kernel.l0_gates(weight.data_ptr(), log_alpha.data_ptr(), gated.data_ptr(), gates.data_ptr(),
+                                slope.data_ptr(), d_open.data_ptr(), weight.numel(), seed, torch.get_num_threads())
+        ctx.save_for_backward(weight, gates, slope, d_open)
+        ctx.kernel = kernel
+        return gated, weight.new_tensor(open_)
+
+    @staticmethod
+    def backward(ctx, grad_gated, grad_open):
+        weight, gates, slope, d_open = ctx.saved_tensors
+        grad_gated = torch.zeros_like(weight) if grad_gated is None else grad_gated.contiguous()
+        grad_weight, grad_log_alpha = torch.empty_like(weight), torch.empty_like(weight)
+        ctx.kernel.l0_backward(grad_gated.data_ptr(), weight.data_ptr(), gates.data_ptr(), slope.data_ptr(),
+                               d_open.data_ptr(), 0.0 if grad_open is None else float(grad_open),
+                               grad_weight.data_ptr(), grad_log_alpha.data_ptr(), weight.numel(),
+                               torch.get_num_threads())
+        return grad_weight, grad_log_alpha, None, None
 
 
 def open_probability(log_alpha):

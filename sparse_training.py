@@ -3,7 +3,8 @@
 gmp: gradual magnitude pruning (Zhu & Gupta 2017). Each hidden layer's sparsity rises from 0 to the target
 on the cubic schedule s_t = s_f · (1 − (1 − (t − t0) / (n·Δt))³), the masks recomputed from |w| every Δt
 steps, the pruned weights held at exactly zero after each step (prune.hold_at_zero), so that the net trains
-on with what it keeps. The schedule starts after GMP_START of the training steps and ends at GMP_END,
+on with what it keeps; once a layer's mask prunes most of it, its steps cost what its kept weights do
+(masked_layer.py). The schedule starts after GMP_START of the training steps and ends at GMP_END,
 leaving the rest to train the final masks, as the paper's schedules do. gmp-global ranks the hidden layers'
 weights together, as global pruning does, so that each layer ends with the sparsity its magnitudes earn it.
 

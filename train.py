@@ -72,10 +72,13 @@ def main(argv=None):
     # Plain values only: a checkpoint loads with weights_only=True, which refuses any other type.
     command = shlex.join(["python", "train.py", *(sys.argv[1:] if argv is None else argv)])
     config = {**vars(args), "sparse": sparse, "device": device, "command": command, "torch": str(torch.__version__)}
-    if sparse == "vd":  # C or torch: the same sums, rounded differently
-        config["vd_path"], why_not = sparse_layers.vd_path(device)
+    # C or torch: the same formulas, rounded differently (and l0's noise drawn by another generator)
+    kernel_path = {"vd": sparse_layers.vd_path, "l0": sparse_layers.l0_path}.get(sparse)
+    if kernel_path:
+        config[f"{sparse}_path"], why_not = kernel_path(device)
         if why_not and device == "cpu":
-            print(f"note: vd's σ² and KL run in torch, as vd_kernel.c did not build: {why_not}")
+            terms = "vd's σ² and KL" if sparse == "vd" else "l0's gates"
+            print(f"note: {terms} run in torch, as {sparse}_kernel.c did not build: {why_not}")
 
     model = MLP().to(device)
     initial_state = {name: weight.clone() for name, weight in model.state_dict().items()}  # for rewinding

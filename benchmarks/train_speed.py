@@ -6,7 +6,10 @@ the same batches of random images (the cost of a step does not depend on what th
 take turns, --steps steps each per round, so that a slow spell of a shared machine hits them alike; each
 round gives each method's time per step over the dense recipe's in that round, and the table shows the
 median over --rounds rounds (and their range), with the median time per step. Where vd_kernel.c builds, vd
-runs twice: its σ² and KL in C, as train.py takes them, and in torch, as where there is no C compiler.
+runs twice: its σ² and KL in C, as train.py takes them, and in torch, as where there is no C compiler; so does l0,
+its gates in C (l0_kernel.c) and in torch. gmp and
+gmp-global are timed at their target of 95 %, their products over the kept weights (masked_layer.py): until
+their masks prune 75 %, a step costs what a dense one does.
 
     python benchmarks/train_speed.py --out docs/train_speed.md
 """
@@ -25,22 +28,27 @@ import results  # noqa: E402
 import sparse_training  # noqa: E402
 import utils  # noqa: E402
 from model import MLP  # noqa: E402
-from sparse_layers import VariationalLinear, vd_path  # noqa: E402
+from sparse_layers import GatedLinear, VariationalLinear, l0_path, vd_path  # noqa: E402
 from speed import machine  # noqa: E402
 
 TRAINING_IMAGES = 60000  # what the penalties are divided by, as on MNIST
 VD_IN_TORCH = "vd, σ² and KL in torch"
+L0_IN_TORCH = "l0, gates in torch"
+GMP_TARGET = 95
 
 
 def trainer(method, batch_size, steps, in_c=True):
     """One training step of `method` as a function of (images, labels), on its own freshly built net; in_c=False
-    keeps vd's σ² and KL to torch."""
+    keeps vd's σ² and KL, or l0's gates, to torch."""
     model = MLP()
-    penalty, after_step = sparse_training.prepare(method, model, steps, TRAINING_IMAGES, target=95,
+    # gmp on a schedule of one step: its masks at the target from the first step on, so that its rows give the cost
+    # of a step at the target, as the last 30 % of its run trains (masked_layer.py), not of the dense net it starts as
+    schedule = 1 if method in sparse_training.GMP else steps
+    penalty, after_step = sparse_training.prepare(method, model, schedule, TRAINING_IMAGES, target=GMP_TARGET,
                                                   strength=sparse_training.DEFAULT_STRENGTH.get(method))
     for layer in model.hidden:
-        if isinstance(layer, VariationalLinear):
-            layer.in_c = in_c
+        if isinstance(layer, (VariationalLinear, GatedLinear)):
+            layer.in_c = layer.in_c and in_c  # l0-unit's gates are in torch either way
     optimizer, scheduler = sparse_training.optimizer(method, model, 1e-3 if penalty else 0.05, steps)
     model.train()
 
@@ -74,6 +82,8 @@ def main(argv=None):
     steps = {m: trainer(None if m == "dense" else m, args.batch_size, total) for m in ["dense", *sparse_training.METHODS]}
     if vd_path("cpu")[0] == "vd_kernel.c":
         steps[VD_IN_TORCH] = trainer("vd", args.batch_size, total, in_c=False)
+    if l0_path("cpu")[0] == "l0_kernel.c":
+        steps[L0_IN_TORCH] = trainer("l0", args.batch_size, total, in_c=False)
     methods = list(steps)
     seconds = {m: [] for m in methods}
     for round_ in range(args.rounds + 1):  # the first round warms up, and is not counted
@@ -87,7 +97,7 @@ def main(argv=None):
     rows = []
     for method in methods:
         ratios = [s / d for s, d in zip(seconds[method], seconds["dense"])]
-        rows.append([method, f"{1000 * statistics.median(seconds[method]):.1f}",
+        rows.append([f"{method} at {GMP_TARGET} %" if method in sparse_training.GMP else method, f"{1000 * statistics.median(seconds[method]):.1f}",
                      f"{statistics.median(ratios):.2f}x", f"{min(ratios):.2f}–{max(ratios):.2f}x"])
     threads = torch.get_num_threads()
     text = (f"A training step at batch {args.batch_size}, {machine('cpu')}, {threads} thread{'s' * (threads != 1)}: "

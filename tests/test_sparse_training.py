@@ -405,8 +405,10 @@ def test_train_speed_times_a_step_of_every_method_and_writes_its_table(tmp_path,
     result = run_main(train_speed.main, ["--rounds", 1, "--steps", 2, "--batch-size", 16, "--out", out], capsys)
     assert result.returncode == 0, result.stderr
     header, _, *rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")]
-    in_torch = [train_speed.VD_IN_TORCH] if sparse_layers.vd_path("cpu")[0] == "vd_kernel.c" else []
-    assert [row[0].strip() for row in rows] == ["dense", *sparse_training.METHODS, *in_torch]
+    in_torch = ([train_speed.VD_IN_TORCH] if sparse_layers.vd_path("cpu")[0] == "vd_kernel.c" else []) + \
+        ([train_speed.L0_IN_TORCH] if sparse_layers.l0_path("cpu")[0] == "l0_kernel.c" else [])
+    named = [f"{m} at {train_speed.GMP_TARGET} %" if m in sparse_training.GMP else m for m in sparse_training.METHODS]
+    assert [row[0].strip() for row in rows] == ["dense", *named, *in_torch]
     assert rows[0][2].strip() == "1.00x" and all(float(row[1]) > 0 for row in rows)
     assert out.read_text() in result.stdout + "\n"
 
