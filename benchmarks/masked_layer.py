@@ -21,11 +21,11 @@ import torch.utils.benchmark as benchmark
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import files  # noqa: E402
 import masked_layer  # noqa: E402
+from eval import parse_ks  # noqa: E402
 import utils  # noqa: E402
 from model import SIZES  # noqa: E402
 from speed import machine  # noqa: E402
 
-PRUNED = (0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 def step(layer, x, weight):
@@ -46,40 +46,54 @@ def main(argv=None):
                              "at a time on one thread each)")
     parser.add_argument("--batch", type=utils.positive_int, default=128, help="default: %(default)s")
     parser.add_argument("--rounds", type=utils.positive_int, default=3, help="default: %(default)s")
+    parser.add_argument("--ks", type=parse_ks, default="70,80,90,95,99",
+                        help="the shares of each layer pruned, in percent; default: %(default)s")
     parser.add_argument("--out", help="the Markdown file to write (default: stdout)")
     args = parser.parse_args(argv)
     if args.out:
         files.check_outputs(files=[args.out])
-    if masked_layer.cpu_masked_kernel() is None:
+    kernel = masked_layer.cpu_masked_kernel()
+    if kernel is None:
         raise utils.UserError(f"no masked_kernel.c to time: {masked_layer.masked_kernel('cc')[1]}")
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    masked_layer.SPARSE_FROM = 0  # the kernel at every share, to show where it starts to pay
+    try:
+        text = table(args, kernel)
+    finally:
+        torch.set_num_threads(threads)
+    if args.out:
+        files.write_atomic(args.out, lambda f: f.write(text.encode()))
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+
+
+def table(args, kernel):
+    """The Markdown table: a row for each hidden layer, a column for each share pruned."""
+    rounds = f"medians of {args.rounds} rounds" if args.rounds > 1 else "one round"
     lines = [f"{machine('cpu')}, {args.threads} thread{'s' * (args.threads > 1)}, batch {args.batch}: the "
              "forward pass and both gradients of one layer, dense time (ms) and how many times faster through "
-             f"masked_kernel.c; medians of {args.rounds} rounds, their range in brackets.", "",
-             "| layer | dense | " + " | ".join(f"{100 * p:g} % pruned" for p in PRUNED) + " |",
-             "|---|---:|" + "---:|" * len(PRUNED)]
+             f"masked_kernel.c; {rounds}, the range in brackets.", "",
+             "| layer | dense | " + " | ".join(f"{k} % pruned" for k in args.ks) + " |",
+             "|---|---:|" + "---:|" * len(args.ks)]
     generator = torch.Generator().manual_seed(0)
     for n_in, n_out in zip(SIZES[:-2], SIZES[1:-1]):
         x = torch.randn(args.batch, n_in, generator=generator).requires_grad_()
         cells, dense_times = [], []
-        for pruned in PRUNED:
-            mask = (torch.rand(n_out, n_in, generator=generator) >= pruned).float()
+        for k in args.ks:
+            mask = (torch.rand(n_out, n_in, generator=generator) >= k / 100).float()
             weight = torch.nn.Parameter(torch.randn(n_out, n_in, generator=generator) * mask)
-            layer = masked_layer.MaskedLinear(weight, mask)
+            # MaskedProduct, as MaskedLinear calls it: at every share, below masked_layer.SPARSE_FROM too
+            lists = (masked_layer.nonzero_lists(mask), masked_layer.nonzero_lists(mask, by_column=True))
+            masked = lambda x: masked_layer.MaskedProduct.apply(x, weight, *lists, kernel)  # noqa: E731
             ratios = []
             for _ in range(args.rounds):
                 dense = time_step(step, lambda x: F.linear(x, weight), x, weight)
-                ratios.append(dense / time_step(step, layer, x, weight))
+                ratios.append(dense / time_step(step, masked, x, weight))
                 dense_times.append(dense)
             cells.append(f"{statistics.median(ratios):.1f}x ({min(ratios):.1f}-{max(ratios):.1f})")
         lines.append(f"| {n_in} to {n_out} | {1e3 * statistics.median(dense_times):.2f} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    if args.out:
-        files.write_text(args.out, text)
-        print(f"wrote {args.out}")
-    else:
-        print(text, end="")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -64,3 +64,22 @@ def test_one_image_threads_times_one_thread_against_two_for_each_k(tmp_path, che
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     result = run_main(benchmark.main, ["--checkpoint", checkpoint], capsys)
     assert_fails_cleanly(result, "one thread")
+
+
+@needs_compiler
+def test_masked_layer_times_each_hidden_layer_at_each_share_pruned(tmp_path, capsys):
+    """benchmarks/masked_layer.py: a row for each hidden layer of the MLP, a column for each k, written whole."""
+    benchmark = import_script("benchmarks/masked_layer.py")
+    out = tmp_path / "masked.md"
+    result = run_main(benchmark.main, ["--ks", "90,99", "--rounds", "1", "--batch", "16", "--out", out], capsys)
+    assert result.returncode == 0, result.stderr
+    header, *rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")]
+    assert [cell.strip() for cell in header] == ["layer", "dense", "90 % pruned", "99 % pruned"]
+    assert [row[0].strip() for row in rows] == ["784 to 1000", "1000 to 1000", "1000 to 500", "500 to 200"]
+    assert all(cell.strip().endswith(")") for row in rows for cell in row[2:])  # a median and its range
+
+
+def test_masked_layer_says_in_one_line_when_there_is_no_kernel(capsys, monkeypatch):
+    benchmark = import_script("benchmarks/masked_layer.py")
+    monkeypatch.setattr(benchmark.masked_layer, "cpu_masked_kernel", lambda: None)
+    assert_fails_cleanly(run_main(benchmark.main, ["--rounds", "1"], capsys), "no masked_kernel.c")
