@@ -347,14 +347,16 @@ def test_a_vd_checkpoint_says_that_its_terms_came_from_the_kernel(sparse_checkpo
     assert torch.load(sparse_checkpoints / "vd.pt", weights_only=True)["config"]["vd_path"] == "vd_kernel.c"
 
 
-def test_without_a_compiler_train_py_says_vd_runs_in_torch_and_records_it(tmp_path, data_dir, capsys, monkeypatch):
+@pytest.mark.parametrize("method, terms", [("vd", "vd's σ² and KL"), ("l0", "l0's gates")])
+def test_without_a_compiler_train_py_says_its_terms_run_in_torch_and_records_it(method, terms, tmp_path, data_dir,
+                                                                                capsys, monkeypatch):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    result = run_main(train.main, ["--sparse", "vd", "--epochs", "1", "--data-dir", data_dir, "--no-download",
-                                   "--out", tmp_path / "vd.pt", "--logdir", tmp_path / "runs"], capsys)
+    result = run_main(train.main, ["--sparse", method, "--epochs", "1", "--data-dir", data_dir, "--no-download",
+                                   "--out", tmp_path / "net.pt", "--logdir", tmp_path / "runs"], capsys)
     assert result.returncode == 0, result.stderr
-    assert "note: vd's σ² and KL run in torch, as vd_kernel.c did not build" in result.stdout
+    assert f"note: {terms} run in torch, as {method}_kernel.c did not build" in result.stdout
     assert "no-such-cc" in result.stdout
-    assert torch.load(tmp_path / "vd.pt", weights_only=True)["config"]["vd_path"] == "torch"
+    assert torch.load(tmp_path / "net.pt", weights_only=True)["config"][f"{method}_path"] == "torch"
 
 
 def test_a_record_holds_a_checkpoints_numbers_without_its_weights(sparse_checkpoints, tmp_path, capsys):
