@@ -154,7 +154,7 @@ sparse_net() {  # train.py --sparse "$@" to checkpoints/$1.pt, timed under $2, a
 
 sparse() {  # trained to be sparse, against pruning the dense seeds, at sparsities up to 99.8 %
     rm -rf docs/sparse  # the records of the nets (docs/sparse/runs/) too: every table is made again
-    # The longest runs first (vd takes about 2.3 times a gmp run, l0 2.0 times: docs/sparse-training.md), so that
+    # The longest runs first (vd takes about 3.9 times a gmp run, l0 2.7 times: docs/sparse-training.md), so that
     # none is left to run alone at the end while the other core waits: queued so, two at a time, the runs' median
     # times in docs/times/sparse.csv (Zen 3) end within 2 % of half their sum.
     for seed in 0 1 2; do
