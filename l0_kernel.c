@@ -9,8 +9,8 @@
  * vectorised. The exponentials and logarithms are glibc's vector ones, under -ffast-math, as for vd_kernel.c.
  *
  * u uniform in (0, 1); s = sigmoid((logit u + log α) / β); z = clip(s (ζ − γ) + γ, 0, 1), the gate;
- * dz / d log α = (ζ − γ) s (1 − s) / β where the clip leaves z alone, else 0; P(z ≠ 0) = sigmoid(log α − β log(−γ/ζ))
- * (Louizos et al. 2018).
+ * dz / d log α = (ζ − γ) s (1 − s) / β where the clip leaves z alone, else 0;
+ * P(z ≠ 0) = sigmoid(log α − β log(−γ/ζ)) (Louizos et al. 2018).
  */
 #include <math.h>
 #include <stdint.h>

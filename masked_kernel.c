@@ -12,9 +12,9 @@
 
 #define VEC 8        /* floats per vector: AVX2's; AVX-512 runs them too */
 #define MAX_CHUNK 8  /* vectors of sums in registers: with FMA's latency of 4 and two a cycle, 8 keep both busy */
-#ifndef PREFETCH
+/* Nonzeros ahead whose rows of activations are fetched: the rows lie in the L2 cache, in an order no hardware
+ * prefetcher follows. 8 ahead made the forward pass about 20 % faster here (AMD Zen 3); 4 and 16 did about as well. */
 #define PREFETCH 8
-#endif
 typedef float vec __attribute__((vector_size(VEC * 4), aligned(4)));  /* loads need only 4-byte alignment */
 
 /* n vectors of out's row from the nonzeros in [p, end). Inlined with n a constant, so acc lives in registers. */
@@ -24,8 +24,8 @@ static inline __attribute__((always_inline)) void row_chunk(const int32_t *index
     for (int v = 0; v < n; v++) acc[v] = (vec){0};
     for (; p < end; p++) {
         const vec *h_row = (const vec *)(h + (long)index[p] * width);
-        if (p + PREFETCH < end)
-            for (int line = 0; line < n; line += 2) __builtin_prefetch(h + (long)index[p + PREFETCH] * width + line * VEC);
+        if (p + PREFETCH < end)  /* a cache line holds two vectors */
+            for (int v = 0; v < n; v += 2) __builtin_prefetch(h + (long)index[p + PREFETCH] * width + v * VEC);
         float weight = w[at[p]];
         for (int v = 0; v < n; v++) acc[v] += weight * h_row[v];
     }
@@ -69,8 +69,10 @@ void masked_gradient(const int64_t *start, const int32_t *index, const int32_t *
         const vec *gv = (const vec *)g_row;
         int64_t p = start[r], end = start[r + 1];
         for (; p + 3 < end; p += 4) {
-            const vec *h0 = (const vec *)(h + (long)index[p] * width), *h1 = (const vec *)(h + (long)index[p + 1] * width);
-            const vec *h2 = (const vec *)(h + (long)index[p + 2] * width), *h3 = (const vec *)(h + (long)index[p + 3] * width);
+            const vec *h0 = (const vec *)(h + (long)index[p] * width);
+            const vec *h1 = (const vec *)(h + (long)index[p + 1] * width);
+            const vec *h2 = (const vec *)(h + (long)index[p + 2] * width);
+            const vec *h3 = (const vec *)(h + (long)index[p + 3] * width);
             vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
             long v = 0;
             for (; v + 1 < vectors; v += 2) {

@@ -214,7 +214,8 @@ class GatedLinear(nn.Module):
 
     def kernel(self):
         """l0_kernel.c, where it runs for this layer: float32 gates per weight on a CPU with a C compiler."""
-        on_cpu = self.in_c and self.weight.device.type == "cpu" and self.weight.dtype == self.log_alpha.dtype == torch.float32
+        on_cpu = (self.in_c and self.weight.device.type == "cpu"
+                  and self.weight.dtype == self.log_alpha.dtype == torch.float32)
         return l0_kernel(os.environ.get("CC", "cc"))[0] if on_cpu else None
 
     def expected_l0(self):

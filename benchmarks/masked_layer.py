@@ -27,7 +27,6 @@ from model import SIZES  # noqa: E402
 from speed import machine  # noqa: E402
 
 
-
 def step(layer, x, weight):
     """The forward pass and both gradients of one layer, as a training step takes them."""
     x.grad = weight.grad = None

@@ -6,10 +6,10 @@ the same batches of random images (the cost of a step does not depend on what th
 take turns, --steps steps each per round, so that a slow spell of a shared machine hits them alike; each
 round gives each method's time per step over the dense recipe's in that round, and the table shows the
 median over --rounds rounds (and their range), with the median time per step. Where vd_kernel.c builds, vd
-runs twice: its σ² and KL in C, as train.py takes them, and in torch, as where there is no C compiler; so does l0,
-its gates in C (l0_kernel.c) and in torch. gmp and
-gmp-global are timed at their target of 95 %, their products over the kept weights (masked_layer.py): until
-their masks prune 75 %, a step costs what a dense one does.
+runs twice: its σ² and KL in C, as train.py takes them, and in torch, as where there is no C compiler; so does
+l0, its gates in C (l0_kernel.c) and in torch. gmp and gmp-global are timed at their target of 95 %, their
+products over the kept weights (masked_layer.py): until their masks prune 75 %, a step costs what a dense one
+does.
 
     python benchmarks/train_speed.py --out docs/train_speed.md
 """
@@ -97,7 +97,8 @@ def main(argv=None):
     rows = []
     for method in methods:
         ratios = [s / d for s, d in zip(seconds[method], seconds["dense"])]
-        rows.append([f"{method} at {GMP_TARGET} %" if method in sparse_training.GMP else method, f"{1000 * statistics.median(seconds[method]):.1f}",
+        name = f"{method} at {GMP_TARGET} %" if method in sparse_training.GMP else method
+        rows.append([name, f"{1000 * statistics.median(seconds[method]):.1f}",
                      f"{statistics.median(ratios):.2f}x", f"{min(ratios):.2f}–{max(ratios):.2f}x"])
     threads = torch.get_num_threads()
     text = (f"A training step at batch {args.batch_size}, {machine('cpu')}, {threads} thread{'s' * (threads != 1)}: "
