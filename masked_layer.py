@@ -106,8 +106,8 @@ class MaskedLinear(nn.Module):
 
     def forward(self, x):
         kernel = cpu_masked_kernel()
-        if (kernel is None or x.device.type != "cpu" or x.dtype != torch.float32 or
-                self.weight.dtype != torch.float32 or x.dim() != 2):
+        if (kernel is None or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 2 or
+                self.weight.dtype != torch.float32 or not self.weight.is_contiguous()):  # the kernel reads W row-major
             return F.linear(x, self.weight)
         # Made again when the mask has changed in place: torch counts a tensor's in-place changes in _version.
         if self.lists_version != self.weight_mask._version:
