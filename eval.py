@@ -15,20 +15,22 @@ import checkpoints
 import data
 import files
 import results
+import retrain
 import utils
-from model import MLP
-from prune import METHODS, SCORE_METHODS, apply_masks, fresh_init, masks, retrain, sparsity
-from speed import cpu_kernel, machine, peer_libraries, sparse_path, time_forwards
+from benchmarks.harness import machine, peer_libraries, time_forwards
+from fastpath.plan import cpu_kernel, sparse_path
+from prune import METHODS, SCORE_METHODS, apply_masks, masks, sparsity
 
 DEFAULT_KS = "0,25,50,60,70,80,90,95,97,99"
+DEFAULT_TIMING_BATCH = [100]
 CHECKPOINTS = "the checkpoint's"  # default --dataset and --data-dir: those the checkpoint was trained on
 SHORTHANDS = {"both": ["weight", "unit"], "all": list(METHODS)}
+# Flags that are gone, and what says the same now.
+RENAMED = {"finetune_epochs": "--retrain finetune --retrain-epochs N", "finetune_lr": "--retrain finetune --retrain-lr LR"}
 
 
 def choices():
     return [*METHODS, *SCORE_METHODS]  # read when asked: a method added to prune.METHODS is one at once
-VARIANT_NAMES = {"finetune": "finetuned", "rewind": "rewind", "scratch": "scratch"}  # --retrain: the results' suffix
-RETRAIN = list(VARIANT_NAMES)
 
 
 def parse_methods(text):
@@ -56,7 +58,7 @@ def parse_ks(text):
     return sorted(set(ks))
 
 
-def main(argv=None):
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--sparsity", type=parse_methods, required=True, default=argparse.SUPPRESS,
                         help=f"the pruning method: one of {', '.join(choices())}, a comma-separated list of them, "
@@ -69,29 +71,29 @@ def main(argv=None):
                         help="what train.py saved, or a pruned net that --save kept (pruned further at each k, its "
                              "zeros kept); several (the same recipe, other seeds) give the mean accuracy and its "
                              "standard deviation over them")
-    parser.add_argument("--timing-batch", type=utils.positive_ints, default="100",
+    parser.add_argument("--timing-batch", type=utils.positive_ints, default=argparse.SUPPRESS,
                         help="images per forward pass when timing dense against sparse (the first checkpoint's net); "
                              "several sizes, such as 1,100,1000, are each timed. The first gives the plot and the "
-                             "columns dense_ms, sparse_speedup...; another size B gives dense_ms_batchB...")
-    parser.add_argument("--timing-peers", action="store_true",
+                             "columns dense_ms, sparse_speedup...; another size B gives dense_ms_batchB... (default: "
+                             f"{','.join(map(str, DEFAULT_TIMING_BATCH))})")
+    parser.add_argument("--timing-peers", action="store_true", default=argparse.SUPPRESS,
                         help="also time the libraries a user might try instead: scipy.sparse CSR, and MKL's sparse "
                              "BLAS where the sparse_dot_mkl package is installed")
     parser.add_argument("--no-timing", action="store_true", help="measure accuracy only")
-    parser.add_argument("--retrain", choices=RETRAIN, default=argparse.SUPPRESS,
+    parser.add_argument("--retrain", choices=retrain.VARIANTS, default=argparse.SUPPRESS,
                         help="after pruning, train the kept weights (the pruned ones held at zero) as they are "
                              "(finetune), from their initial values (rewind) or from a fresh init (scratch); results "
                              "go to <method>-finetuned, -rewind or -scratch, untimed (the nonzeros are the one-shot "
                              "run's). Without it: one-shot pruning")
-    parser.add_argument("--finetune-epochs", type=utils.non_negative_int, default=argparse.SUPPRESS,
-                        help="epochs of fine-tuning (default: 1); given alone, it means --retrain finetune, "
-                             "and 0 the one-shot sweep")
-    parser.add_argument("--finetune-lr", type=utils.positive_float, default=0.01,
-                        help="peak learning rate of fine-tuning, annealed to 0 on a cosine, without L1")
     parser.add_argument("--retrain-epochs", type=utils.positive_int, default=argparse.SUPPRESS,
-                        help="epochs of rewind and scratch (default: the checkpoint's)")
+                        help=f"epochs of --retrain (default: finetune {retrain.FINETUNE['epochs']}; rewind and scratch "
+                             f"the checkpoint's)")
     parser.add_argument("--retrain-lr", type=utils.positive_float, default=argparse.SUPPRESS,
-                        help="peak learning rate of rewind and scratch (default: the checkpoint's); its schedule, "
-                             "batch size, L1 and weight decay are always the checkpoint's")
+                        help=f"peak learning rate of --retrain, annealed to 0 on a cosine (default: finetune "
+                             f"{retrain.FINETUNE['lr']}, without L1; rewind and scratch the checkpoint's, whose "
+                             f"schedule, batch size, L1 and weight decay they always take)")
+    for name in RENAMED:  # refused below, with the flag that replaces it
+        parser.add_argument(f"--{name.replace('_', '-')}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds random pruning, the order of the images in retraining, and scratch's init")
     data.add_data_arguments(parser)
@@ -107,14 +109,69 @@ def main(argv=None):
                         help="accuracy (and speed) against the weights kept, for every method in --results-dir "
                              "made from the same checkpoints")
     args = parser.parse_args(argv)
-    finetune_epochs = getattr(args, "finetune_epochs", None)
-    variant = getattr(args, "retrain", None) or ("finetune" if finetune_epochs else None)
+    for name, instead in RENAMED.items():
+        if hasattr(args, name):
+            parser.error(f"--{name.replace('_', '-')} is gone: say {instead}")
+    given = [flag for flag in ("retrain_epochs", "retrain_lr") if hasattr(args, flag)]
+    if given and not hasattr(args, "retrain"):
+        parser.error(f"--{given[0].replace('_', '-')} sets --retrain's training: give it with --retrain "
+                     f"finetune, rewind or scratch")
+    given = [flag for flag in ("timing_batch", "timing_peers") if hasattr(args, flag)]
+    if given and (args.no_timing or hasattr(args, "retrain")):
+        parser.error(f"--{given[0].replace('_', '-')} sets the timing, which "
+                     f"{'--no-timing turns off' if args.no_timing else 'a --retrain run does not do'}")
+    args.timing_batch = getattr(args, "timing_batch", DEFAULT_TIMING_BATCH)
+    args.timing_peers = getattr(args, "timing_peers", False)
+    return args
 
+
+def main(argv=None):
+    args = parse_args(argv)
     device = utils.pick_device(args.device)
-    models, saved = zip(*(checkpoints.load(path, device) for path in args.checkpoint))
+    models, saved = load_checkpoints(args, device)
     trained = saved[0].get("config", {})
     dataset = trained.get("dataset", "mnist") if args.dataset == CHECKPOINTS else args.dataset
     data_dir = trained.get("data_dir", "data") if args.data_dir == CHECKPOINTS else args.data_dir
+    variant = getattr(args, "retrain", None)
+    recipe = retrain.recipe(variant, trained, getattr(args, "retrain_epochs", None),
+                            getattr(args, "retrain_lr", None)) if variant else None
+    starts = retrain.starting_points(variant, args.checkpoint, models, saved, args.seed, device)
+    test_data = data.load_data(dataset, data_dir, "test", not args.no_download, device)
+    train_data = data.load_data(dataset, data_dir, "train", not args.no_download, device) if variant else None
+    names = [f"{method}-{retrain.VARIANTS[variant]}" if variant else method for method in args.sparsity]
+    save_dirs = save_folders(getattr(args, "save", None), args.checkpoint)
+    files.check_outputs(files=[args.plot, *(Path(args.results_dir) / f"{name}.{end}" for name in names
+                                            for end in ("csv", "json")),
+                               *(folder / net_name(name, k) for folder in save_dirs for name in names for k in args.ks)],
+                        folders=[args.results_dir, args.logdir, *save_dirs])  # after the inputs: bad inputs leave no trace
+    timing_images = images_to_time(args, variant, test_data, device)
+    info = run_info(args, argv, saved, recipe, dataset, data_dir, device, timing_images is not None)
+
+    for method, name in zip(args.sparsity, names):
+        start = time.perf_counter()
+        rows, accuracies = [], {}
+        for k in tqdm(args.ks, desc=name, unit="k", leave=False, disable=None):
+            row, pruned, measured, accuracies[k] = prune_and_measure(models, saved, starts, method, k, args.seed,
+                                                                     test_data, train_data, recipe)
+            save_nets(save_dirs, pruned, measured, accuracies[k], method, name, k, variant, args.checkpoint, saved,
+                      dataset, data_dir, info["config"])
+            if timing_images is not None:
+                row |= time_net(pruned[0], timing_images, args.timing_batch, args.timing_peers)
+            rows.append(row)
+        print(f"\n{name} pruning of {', '.join(args.checkpoint)} on {dataset} ({time.perf_counter() - start:.1f} s)")
+        print(results.markdown_table(rows))
+        results.write_results(Path(args.results_dir), name, rows, {
+            "method": method, "variant": retrain.VARIANTS.get(variant, "one-shot"),
+            "accuracy_per_checkpoint": accuracies, **info})
+        results.write_tensorboard(Path(args.logdir) / name, rows)
+
+    draw_plot(args, info, saved, dataset)
+    print(f"\nwrote {args.results_dir}/, {args.logdir}/ and {args.plot}; see them with: tensorboard --logdir {args.logdir}")
+
+
+def load_checkpoints(args, device):
+    """(models, checkpoints) of every --checkpoint, refused where they cannot be compared or ranked."""
+    models, saved = zip(*(checkpoints.load(path, device) for path in args.checkpoint))
     if len({c.get("config", {}).get("dataset", "mnist") for c in saved}) > 1:
         raise utils.UserError("the checkpoints were trained on different data sets; compare seeds of one recipe")
     twice = next((path for n, (path, c) in enumerate(zip(args.checkpoint, saved))
@@ -126,85 +183,90 @@ def main(argv=None):
     if SCORE_METHODS.keys() & set(args.sparsity) and no_scores:
         raise utils.UserError(f"--sparsity learned: {no_scores} holds no learned scores; give a checkpoint of train.py "
                               f"--sparse vd, l0 or l0-unit")
-    recipe = retrain_recipe(variant, args, finetune_epochs, trained)
-    starts = starting_points(variant, args.checkpoint, models, saved, args.seed, device)
-    test_data = data.load_data(dataset, data_dir, "test", not args.no_download, device)
-    train_data = data.load_data(dataset, data_dir, "train", not args.no_download, device) if variant else None
-    names = [f"{method}-{VARIANT_NAMES[variant]}" if variant else method for method in args.sparsity]
-    save_dirs = save_folders(getattr(args, "save", None), args.checkpoint)
-    files.check_outputs(files=[args.plot, *(Path(args.results_dir) / f"{name}.{end}" for name in names
-                                            for end in ("csv", "json")),
-                               *(folder / net_name(name, k) for folder in save_dirs for name in names for k in args.ks)],
-                        folders=[args.results_dir, args.logdir, *save_dirs])  # after the inputs: bad inputs leave no trace
-    timing = not (args.no_timing or variant)
-    timing_images = test_data[0][:max(args.timing_batch)]
-    if timing and len(timing_images) < max(args.timing_batch):
-        raise utils.UserError(f"--timing-batch {max(args.timing_batch)} is more than the {len(timing_images)} test "
-                              f"images")
-    sparse = sparse_path(device) if timing else None
-    if sparse == "torch CSR" and torch.device(device).type == "cpu":
+    return models, saved
+
+
+def images_to_time(args, variant, test_data, device):
+    """The test images the speed is timed on (as many as the largest --timing-batch), or None for an untimed run;
+    a note where a path a user might expect is not timed."""
+    if args.no_timing or variant:
+        return None
+    images = test_data[0][:max(args.timing_batch)]
+    if len(images) < max(args.timing_batch):
+        raise utils.UserError(f"--timing-batch {max(args.timing_batch)} is more than the {len(images)} test images")
+    if sparse_path(device) == "torch CSR" and torch.device(device).type == "cpu":
         print(f"note: the sparse path is torch CSR, as the C kernel did not build: {cpu_kernel()[1]}")
-    if timing and args.timing_peers:
+    if args.timing_peers:
         for note in peer_libraries()[1]:
             print(f"note: {note}")
+    return images
+
+
+def run_info(args, argv, saved, recipe, dataset, data_dir, device, timing):
+    """What every result file records beside its numbers: the checkpoints and the resolved config."""
     command = shlex.join(["python", "eval.py", *(sys.argv[1:] if argv is None else argv)])
-    info = {"sha256": [c["sha256"] for c in saved],
+    return {"sha256": [c["sha256"] for c in saved],
             "checkpoints": [{"path": path, "seed": c.get("config", {}).get("seed"), "accuracy": c.get("accuracy")}
                             for path, c in zip(args.checkpoint, saved)],
             "config": {"command": command, **vars(args), "retrain_recipe": recipe, "dataset": dataset,
-                       "data_dir": data_dir, "device": device, "checkpoint_config": trained,
-                       "torch": str(torch.__version__), "sparse_path": sparse, "machine": machine(device),
-                       "threads": torch.get_num_threads()}}
+                       "data_dir": data_dir, "device": device, "checkpoint_config": saved[0].get("config", {}),
+                       "torch": str(torch.__version__), "sparse_path": sparse_path(device) if timing else None,
+                       "machine": machine(device), "threads": torch.get_num_threads()}}
 
-    for method, name in zip(args.sparsity, names):
-        start = time.perf_counter()
-        rows, accuracies = [], {}
-        for k in tqdm(args.ks, desc=name, unit="k", leave=False, disable=None):
-            kept = [masks(model, method, k, args.seed, checkpoint.get("scores")) for model, checkpoint in zip(models, saved)]
-            pruned = [apply_masks(model, mask) for model, mask in zip(models, kept)]
-            row = {"k": k}
-            if variant:
-                row |= results.spread("one_shot_accuracy", [utils.evaluate(net, test_data) for net in pruned])
-                pruned = [apply_masks(net, mask) for net, mask in zip(starts, kept)]
-                for net in pruned:
-                    retrain(net, train_data, **recipe, seed=args.seed)
-            accuracies[k] = [utils.evaluate(net, test_data) for net in pruned]
-            measured = [sparsity(net) for net in pruned]
-            row |= results.mean_of(measured) | results.spread("accuracy", accuracies[k])
-            for folder, net, accuracy, zeros, path, checkpoint in zip(save_dirs, pruned, accuracies[k], measured,
-                                                                      args.checkpoint, saved):
-                record = {"method": method, "k": k, "variant": VARIANT_NAMES.get(variant, "one-shot"), "sparsity": zeros,
-                          "source": path, "source_sha256": checkpoint["sha256"], "eval_config": info["config"]}
-                # The checkpoint's recipe, with the data this net was measured on: where a reload looks for it.
-                config = {**checkpoint.get("config", {}), "dataset": dataset, "data_dir": data_dir}
-                checkpoints.save_pruned(folder / net_name(name, k), [layer.weight.detach() for layer in net.layers],
-                                        accuracy, dataset, record, config)
-            if timing:
-                for batch in args.timing_batch:
-                    with torch.no_grad():
-                        timed = time_forwards([layer.weight.detach() for layer in pruned[0].layers],
-                                              timing_images[:batch], args.timing_peers)
-                    row |= {results.batch_column(column, batch, args.timing_batch): value for column, value in
-                            timed.items() if batch == args.timing_batch[0] or column.endswith(results.TIMED)}
-            rows.append(row)
-        print(f"\n{name} pruning of {', '.join(args.checkpoint)} on {dataset} ({time.perf_counter() - start:.1f} s)")
-        print(results.markdown_table(rows))
-        results.write_results(Path(args.results_dir), name, rows, {
-            "method": method, "variant": VARIANT_NAMES.get(variant, "one-shot"), "accuracy_per_checkpoint": accuracies,
-            **info})
-        results.write_tensorboard(Path(args.logdir) / name, rows)
 
+def prune_and_measure(models, saved, starts, method, k, seed, test_data, train_data, recipe):
+    """(the row of k: sparsity and accuracy, their mean over the checkpoints; the pruned nets; the sparsity of each;
+    the accuracy of each), each net retrained first where there is a `recipe`."""
+    kept = [masks(model, method, k, seed, checkpoint.get("scores")) for model, checkpoint in zip(models, saved)]
+    pruned = [apply_masks(model, mask) for model, mask in zip(models, kept)]
+    row = {"k": k}
+    if recipe:
+        row |= results.spread("one_shot_accuracy", [utils.evaluate(net, test_data) for net in pruned])
+        pruned = [apply_masks(net, mask) for net, mask in zip(starts, kept)]
+        for net in pruned:
+            retrain.retrain(net, train_data, **recipe, seed=seed)
+    accuracies = [utils.evaluate(net, test_data) for net in pruned]
+    measured = [sparsity(net) for net in pruned]
+    row |= results.mean_of(measured) | results.spread("accuracy", accuracies)
+    return row, pruned, measured, accuracies
+
+
+def save_nets(folders, pruned, measured, accuracies, method, name, k, variant, paths, saved, dataset, data_dir,
+              eval_config):
+    """Keep each checkpoint's pruned net at k in its --save folder (none without --save)."""
+    for folder, net, zeros, accuracy, path, checkpoint in zip(folders, pruned, measured, accuracies, paths, saved):
+        record = {"method": method, "k": k, "variant": retrain.VARIANTS.get(variant, "one-shot"),
+                  "sparsity": zeros, "source": path, "source_sha256": checkpoint["sha256"],
+                  "eval_config": eval_config}
+        # The checkpoint's recipe, with the data this net was measured on: where a reload looks for it.
+        config = {**checkpoint.get("config", {}), "dataset": dataset, "data_dir": data_dir}
+        checkpoints.save_pruned(folder / net_name(name, k), [layer.weight.detach() for layer in net.layers],
+                                accuracy, dataset, record, config)
+
+
+def time_net(net, images, batches, peers):
+    """The timing columns of one pruned net, at each batch size (results.batch_column names them)."""
+    row = {}
+    for batch in batches:
+        with torch.no_grad():
+            timed = time_forwards([layer.weight.detach() for layer in net.layers], images[:batch], peers)
+        row |= {results.batch_column(column, batch, batches): value for column, value in timed.items()
+                if batch == batches[0] or column.endswith(results.TIMED)}
+    return row
+
+
+def draw_plot(args, info, saved, dataset):
+    """The plot of every method in --results-dir made from these checkpoints; a note for the files left out."""
     found, others = results.read_results(Path(args.results_dir), info["sha256"])
     if others:
         print(f"note: the plot leaves out {len(others)} file(s) in {args.results_dir} that eval.py did not make from "
               f"these checkpoints: {', '.join(others)}")
     timed = {info["method"]: rows for info, rows in found.values() if "sparse_speedup" in rows[0]}
-    note = (f"{dataset}, {len(models)} checkpoint(s): {', '.join(map(os.path.basename, args.checkpoint))}" +
+    note = (f"{dataset}, {len(saved)} checkpoint(s): {', '.join(map(os.path.basename, args.checkpoint))}" +
             (f" | timing: batch {args.timing_batch[0]}, {info['config']['machine']}, {torch.get_num_threads()} threads, "
              f"the first checkpoint" if timed else ""))
     unpruned = statistics.mean(c.get("accuracy", float("nan")) for c in saved)
     results.draw_plot(args.plot, found, unpruned, note, timed)
-    print(f"\nwrote {args.results_dir}/, {args.logdir}/ and {args.plot}; see them with: tensorboard --logdir {args.logdir}")
 
 
 def save_folders(folder, paths):
@@ -223,40 +285,6 @@ def save_folders(folder, paths):
 
 def net_name(name, k):
     return f"{name}-{k:g}.pt"  # 95 as 95, 99.5 as 99.5
-
-
-def retrain_recipe(variant, args, finetune_epochs, trained):
-    """The keyword arguments of prune.retrain for `variant`: fine-tuning's own, or the checkpoint's recipe."""
-    if variant is None:
-        return None
-    batch_size = trained.get("batch_size", 128)
-    if variant == "finetune":
-        if finetune_epochs == 0:
-            raise utils.UserError("--finetune-epochs 0 with --retrain finetune: there is nothing to fine-tune")
-        return {"epochs": finetune_epochs or 1, "lr": args.finetune_lr, "batch_size": batch_size}
-    if not {"epochs", "lr"} <= trained.keys():
-        raise utils.UserError("the checkpoint's config does not give its recipe: give --retrain-epochs and --retrain-lr")
-    return {"epochs": getattr(args, "retrain_epochs", trained["epochs"]), "lr": getattr(args, "retrain_lr", trained["lr"]),
-            "batch_size": batch_size, "l1": trained.get("l1", 0.0), "weight_decay": trained.get("weight_decay", 0.0)}
-
-
-def starting_points(variant, paths, models, saved, seed, device):
-    """The weights each checkpoint's pruned net is retrained from: the trained ones (finetune), the ones
-    before training (rewind, Frankle & Carbin 2019), or a fresh init drawn from seed and the checkpoint's
-    hash, so that each checkpoint gets its own and never its original one (scratch)."""
-    if variant == "scratch":
-        return [fresh_init(int(checkpoint["sha256"][:8], 16) + seed, device) for checkpoint in saved]
-    if variant != "rewind":
-        return models
-    initial = []
-    for path, checkpoint in zip(paths, saved):
-        if "initial_state_dict" not in checkpoint:
-            what = "is a pruned net, which keeps" if "pruned" in checkpoint else "holds"
-            raise utils.UserError(f"{path} {what} no initial weights, so it cannot be rewound: rewind the checkpoint "
-                                  f"train.py saved, or use --retrain finetune or scratch")
-        initial.append(MLP().to(device))
-        initial[-1].load_state_dict(checkpoint["initial_state_dict"])
-    return initial
 
 
 if __name__ == "__main__":

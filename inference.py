@@ -4,16 +4,17 @@
     net = inference.load("nets/weight-95.pt")   # checked whole, then the fastest path built for this machine
     logits = net(images)                         # images [batch, 784], normalised as net.info["dataset"] says
 
-Any batch size, on the CPU through csr_kernel.c (speed.fastest_path says what runs where). The file is
-checked before any of it is used; a damaged one raises utils.UserError, whose message names what is wrong.
+Any batch size, on the CPU through csrc/csr_kernel.c (fastpath/paths.py's fastest_path says what runs where), in
+float32 whatever torch's default dtype. The file is checked before any of it is used; a damaged one raises
+utils.UserError, whose message names what is wrong.
 """
 import threading
 
 import torch
 
 import checkpoints
-import speed
 import utils
+from fastpath.paths import fastest_path
 from model import SIZES
 
 
@@ -22,7 +23,7 @@ class PrunedNet:
 
     def __init__(self, weights, info, device):
         self.info, self.device = info, device
-        self.path, self.forward, self.layers = speed.fastest_path(weights, device)
+        self.path, self.forward, self.layers = fastest_path(weights, device)
         self.lock = threading.Lock()  # the kernel's plan holds one set of activations: one call at a time
 
     @torch.no_grad()
@@ -38,4 +39,4 @@ def load(path, device="auto"):
     `device` ("auto": the GPU where there is one)."""
     device = utils.pick_device(device)
     model, info = checkpoints.load(path, device)
-    return PrunedNet([layer.weight.detach() for layer in model.layers], info, device)
+    return PrunedNet([layer.weight.detach().float() for layer in model.layers], info, device)

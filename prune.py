@@ -1,4 +1,4 @@
-"""The pruning methods, and what acts on their masks: applying them, fine-tuning, measuring sparsity.
+"""The pruning methods, and what acts on their masks: applying them, holding them, measuring sparsity.
 
 A method takes the hidden layers' weight matrices, in order, and the fraction of weights to remove,
 and returns one 0/1 mask per matrix (0: pruned); one of SCORE_METHODS takes the scores that training to be
@@ -7,14 +7,10 @@ function of (weight, fraction), lifted to the whole list by per_layer. A method 
 from torch's default generator: prune() seeds it from --seed, so the same seed gives the same masks.
 """
 import copy
-import math
 
 import torch
 from torch.nn.utils import prune as torch_prune
 
-import utils
-from masked_layer import mask_hidden
-from model import MLP
 
 
 def mask_smallest(scores, n):
@@ -149,70 +145,6 @@ def hold_at_zero(layers, masks):
 def prune(model, method, k, seed=0):
     """A copy of `model` with its hidden layers pruned to k percent by METHODS[method]."""
     return apply_masks(model, masks(model, method, k, seed))
-
-
-def fresh_init(seed, device="cpu"):
-    """A newly initialised MLP, its weights drawn from `seed`: where retraining from scratch starts."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return MLP().to(device)
-
-
-def retrain(model, train_data, epochs, lr, batch_size, seed, l1=0.0, weight_decay=0.0):
-    """Train a pruned model, its masks holding the pruned weights at exactly zero.
-
-    SGD with Nesterov momentum from `lr` down to 0 on a cosine, the images in an order drawn from
-    `seed`, and train.py's L1 penalty and weight decay where asked: fine-tuning (Han et al. 2015) takes
-    a lower rate and no penalty, as the mask already decides what is kept; rewinding and training from
-    scratch take the checkpoint's own recipe.
-
-    Only the units the masks leave alive train, as the smaller net compact() would make of them: its
-    outputs and its weights' gradients are the full net's, as the dead units' outputs are exactly zero,
-    but it costs fewer multiplies: a step at batch 128 took 1.5x / 2.9x less time at weight pruning 90 / 99 %,
-    2.5x / 9.3x at unit pruning 50 / 90 % (seed 0 on Fashion-MNIST, AMD EPYC Zen 4, medians of 3 rounds). The
-    weights it leaves out stay as they were: each is masked or multiplies a zero. A layer of the smaller net whose
-    mask still prunes most of it, as weight pruning leaves them, trains through masked_layer.MaskedLinear, at the
-    cost of the weights it keeps.
-    """
-    rows, columns = live_units([*(layer.weight_mask for layer in model.hidden), model.layers[-1].weight])
-    weights = [*(layer.weight_orig for layer in model.hidden), model.layers[-1].weight]  # what training changes
-    smaller = MLP((model.layers[0].in_features, *(len(r) for r in rows))).to(rows[0].device)
-    with torch.no_grad():
-        for layer, weight, r, c in zip(smaller.layers, weights, rows, columns):
-            layer.weight.copy_(weight[r][:, c])
-    masks = [layer.weight_mask[r][:, c] for layer, r, c in zip(model.hidden, rows, columns)]
-    mask_hidden(smaller, masks)  # their products over the kept weights only, where the masks prune most
-    zero_pruned = hold_at_zero(smaller.hidden, masks)
-    optimizer, scheduler = utils.sgd(smaller, lr, epochs * math.ceil(len(train_data[1]) / batch_size), weight_decay)
-    shuffle = torch.Generator().manual_seed(seed)
-    for epoch in range(1, epochs + 1):
-        utils.train_epoch(smaller, train_data, optimizer, batch_size, shuffle, scheduler, l1,
-                          desc=f"retrain {epoch}/{epochs}", after_step=zero_pruned)
-    with torch.no_grad():
-        for weight, new, r, c in zip(weights, (layer.weight for layer in smaller.layers), rows, columns):
-            weight[r[:, None], c] = new
-        for layer in model.hidden:  # as torch.nn.utils.prune sets it before a forward, so that it is never stale
-            layer.weight = layer.weight_orig * layer.weight_mask
-
-
-def live_units(weights):
-    """(rows, columns): for each layer, the indices of its units (rows) that can output anything but zero, and of
-    its inputs (columns) that can be anything but zero, the live units of the layer before. A unit whose weights
-    from the live units before it are all zero outputs relu(0) = 0 (there are no biases). One unit per layer
-    always stays, so that every layer keeps a shape, and every row of the last layer (the logits)."""
-    columns = [torch.arange(weights[0].shape[1], device=weights[0].device)]
-    for weight in weights[:-1]:
-        alive = weight[:, columns[-1]].ne(0).any(dim=1)
-        alive[0] |= not alive.any()
-        columns.append(alive.nonzero().flatten())
-    return columns[1:] + [torch.arange(weights[-1].shape[0], device=weights[-1].device)], columns
-
-
-def compact(weights):
-    """The pruned net without its dead units, as a smaller dense net with the same outputs: each layer's rows of
-    the live units, and its columns of the live units before it (live_units)."""
-    rows, columns = live_units(weights)
-    return [weight[r][:, c].contiguous() for weight, r, c in zip(weights, rows, columns)]
 
 
 def zero_percent(layers):

@@ -10,16 +10,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import data
 import checkpoints
+import data
 import files
-import sparse_layers
 import sparse_training
 import utils
 from model import MLP
 
 
-def main(argv=None):
+def parse_args(argv):
+    """The flags, each default resolved for the recipe --sparse picks."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--epochs", type=utils.positive_int, default=15, help="passes over the training set")
     parser.add_argument("--batch-size", type=utils.positive_int, default=128, help="images per SGD step")
@@ -32,7 +32,7 @@ def main(argv=None):
     parser.add_argument("--weight-decay", type=utils.non_negative_float, default=0.0, help="L2 penalty on every weight")
     parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the order of the images")
     parser.add_argument("--sparse", choices=sparse_training.METHODS, default=argparse.SUPPRESS,
-                        help="train the net to be sparse (sparse_training.py): gmp, gradual magnitude pruning of each "
+                        help="train the net to be sparse (sparse_training/): gmp, gradual magnitude pruning of each "
                              "hidden layer to --target percent (Zhu & Gupta 2017), or gmp-global, the hidden layers together; vd, sparse variational dropout "
                              "(Molchanov et al. 2017); l0, L0 regularisation with a hard-concrete gate per weight, or "
                              "l0-unit, per unit (Louizos et al. 2018). Without it: dense")
@@ -59,7 +59,13 @@ def main(argv=None):
     args.l1 = getattr(args, "l1", 0.0 if adam else 3e-5)
     if adam:
         args.strength = getattr(args, "strength", sparse_training.DEFAULT_STRENGTH[sparse])
+    args.sparse = sparse
+    return args
 
+
+def main(argv=None):
+    args = parse_args(argv)
+    sparse = args.sparse
     device = utils.pick_device(args.device)
     made = files.check_outputs(files=[args.out], folders=[args.logdir])  # before the training it would throw away
     torch.manual_seed(args.seed)
@@ -71,14 +77,8 @@ def main(argv=None):
         raise
     # Plain values only: a checkpoint loads with weights_only=True, which refuses any other type.
     command = shlex.join(["python", "train.py", *(sys.argv[1:] if argv is None else argv)])
-    config = {**vars(args), "sparse": sparse, "device": device, "command": command, "torch": str(torch.__version__)}
-    # C or torch: the same formulas, rounded differently (and l0's noise drawn by another generator)
-    kernel_path = {"vd": sparse_layers.vd_path, "l0": sparse_layers.l0_path}.get(sparse)
-    if kernel_path:
-        config[f"{sparse}_path"], why_not = kernel_path(device)
-        if why_not and device == "cpu":
-            terms = "vd's σ² and KL" if sparse == "vd" else "l0's gates"
-            print(f"note: {terms} run in torch, as {sparse}_kernel.c did not build: {why_not}")
+    config = {**vars(args), "device": device, "command": command, "torch": str(torch.__version__),
+              **kernel_path(sparse, device)}
 
     model = MLP().to(device)
     initial_state = {name: weight.clone() for name, weight in model.state_dict().items()}  # for rewinding
@@ -88,31 +88,10 @@ def main(argv=None):
                                                   getattr(args, "strength", None))
     loss_fn = (lambda logits, batch: F.cross_entropy(logits, train_data[1][batch]) + penalty()) if penalty else None
     optimizer, scheduler = sparse_training.optimizer(sparse, model, args.lr, steps, args.weight_decay)
-    shuffle = torch.Generator().manual_seed(args.seed)
 
-    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow, and bad flags fail first
     print(f"training on {args.dataset} ({len(train_data[1])} images) on {device} for {args.epochs} epoch{'s' * (args.epochs > 1)}")
     start = time.perf_counter()
-    log = Path(args.logdir) / time.strftime(f"train-%Y%m%d-%H%M%S-{os.getpid()}")  # two runs a second stay apart
-    with files.writing(log):
-        writer = SummaryWriter(log)
-    try:
-        for epoch in range(1, args.epochs + 1):
-            loss = utils.train_epoch(model, train_data, optimizer, args.batch_size, shuffle, scheduler, args.l1,
-                                     desc=f"epoch {epoch}/{args.epochs}", loss_fn=loss_fn, after_step=after_step)
-            accuracy = utils.evaluate(model, test_data)  # of the net as a sparse method prunes it
-            zeros = sparse_training.natural_sparsity(model) if sparse else None
-            with files.writing(log):
-                writer.add_scalar("train/loss", loss, epoch)
-                writer.add_scalar("train/test_accuracy", accuracy, epoch)
-                if sparse:
-                    writer.add_scalar("train/natural_sparsity", zeros, epoch)
-            print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  test accuracy {accuracy:.2f}%"
-                  f"{f'  natural sparsity {zeros:.2f}%' if sparse else ''}  "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
-    finally:  # on Ctrl-C or an error too, so that the epochs done so far stay in TensorBoard
-        with files.writing(log):
-            writer.close()
+    accuracy = train(model, args, train_data, test_data, optimizer, scheduler, loss_fn, after_step, start)
     natural = {}
     if sparse:  # what the method zeroes on its own, and the accuracy there: the last epoch's, measured as it prunes
         scores, natural_sparsity = sparse_training.finish(model)  # a plain MLP again, its values unthresholded
@@ -122,6 +101,45 @@ def main(argv=None):
         accuracy = utils.evaluate(model, test_data)
     checkpoints.save(args.out, model, config, accuracy, initial_state, **natural)
     print(f"saved {args.out}: test accuracy {accuracy:.2f}% after {time.perf_counter() - start:.0f} s")
+
+
+def kernel_path(sparse, device):
+    """{"<method>_path": where vd's or l0's C kernel runs} for the config, with a note where it does not build: C
+    or torch, the same formulas, rounded differently (and l0's noise drawn by another generator)."""
+    if sparse not in sparse_training.KERNEL_PATHS:
+        return {}
+    path, why_not = sparse_training.KERNEL_PATHS[sparse](device)
+    if why_not and device == "cpu":
+        terms = "vd's σ² and KL" if sparse == "vd" else "l0's gates"
+        print(f"note: {terms} run in torch, as {sparse}_kernel.c did not build: {why_not}")
+    return {f"{sparse}_path": path}
+
+
+def train(model, args, train_data, test_data, optimizer, scheduler, loss_fn, after_step, start):
+    """Train `model` for args.epochs, a line and a TensorBoard point each epoch; the last epoch's test accuracy."""
+    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow, and bad flags fail first
+    shuffle = torch.Generator().manual_seed(args.seed)
+    log = Path(args.logdir) / time.strftime(f"train-%Y%m%d-%H%M%S-{os.getpid()}")  # two runs a second stay apart
+    with files.writing(log):
+        writer = SummaryWriter(log)
+    try:
+        for epoch in range(1, args.epochs + 1):
+            loss = utils.train_epoch(model, train_data, optimizer, args.batch_size, shuffle, scheduler, args.l1,
+                                     desc=f"epoch {epoch}/{args.epochs}", loss_fn=loss_fn, after_step=after_step)
+            accuracy = utils.evaluate(model, test_data)  # of the net as a sparse method prunes it
+            zeros = sparse_training.natural_sparsity(model) if args.sparse else None
+            with files.writing(log):
+                writer.add_scalar("train/loss", loss, epoch)
+                writer.add_scalar("train/test_accuracy", accuracy, epoch)
+                if args.sparse:
+                    writer.add_scalar("train/natural_sparsity", zeros, epoch)
+            print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  test accuracy {accuracy:.2f}%"
+                  f"{f'  natural sparsity {zeros:.2f}%' if args.sparse else ''}  "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+    finally:  # on Ctrl-C or an error too, so that the epochs done so far stay in TensorBoard
+        with files.writing(log):
+            writer.close()
+    return accuracy
 
 
 if __name__ == "__main__":

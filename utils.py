@@ -1,16 +1,10 @@
-"""What every script shares: one-line errors, flags of numbers, the device, C built at first use, evaluation and an
-epoch of training."""
+"""What every script shares: one-line errors, flags of numbers, the device, evaluation and an epoch of training."""
 import argparse
-import ctypes
 import math
-import shlex
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -106,27 +100,6 @@ def pick_device(name):
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
     return name
-
-
-def build_library(compiler, sources, flags, link_flags=()):
-    """Compile the C files `sources` with `flags`, link them with `link_flags` into a shared library and load it:
-    (the library, "") or (None, why not). Compiled and linked apart, so that a flag for the code alone
-    (vd_kernel.c's -ffast-math) does not reach the link."""
-    with tempfile.TemporaryDirectory() as build:  # a fresh build each run: nothing stale, nothing to clean up
-        objects = [str(Path(build) / f"{Path(source).stem}.o") for source in sources]
-        library = str(Path(build) / "library.so")
-        commands = [[compiler, *flags, "-c", str(source), "-o", obj] for source, obj in zip(sources, objects)]
-        commands.append([compiler, "-shared", *objects, "-o", library, *link_flags])  # libraries after the objects
-        for command in commands:
-            try:
-                subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
-            except (OSError, subprocess.SubprocessError) as e:
-                detail = (getattr(e, "stderr", None) or str(e)).strip()
-                return None, f"{shlex.join(command)} failed: {detail.splitlines()[-1] if detail else e}"
-        try:
-            return ctypes.CDLL(library), ""  # loaded, the file can go
-        except OSError as e:
-            return None, f"loading {Path(library).name} built from {', '.join(map(str, sources))} failed: {e}"
 
 
 # ---------------------------------------------------------------------------------------------------

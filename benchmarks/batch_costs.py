@@ -33,9 +33,10 @@ import files  # noqa: E402
 import results  # noqa: E402
 import utils  # noqa: E402
 from eval import parse_ks  # noqa: E402
-from kernel import TILE, csr_kernel_forward, kernel_to_time, sparse_plan  # noqa: E402
-from prune import compact, prune  # noqa: E402
-from speed import machine, time_paths  # noqa: E402
+from fastpath.plan import TILE, csr_kernel_forward, kernel_to_time, sparse_plan  # noqa: E402
+from fastpath.compact import compact  # noqa: E402
+from prune import prune  # noqa: E402
+from benchmarks.harness import machine, time_paths  # noqa: E402
 
 HEADER = ["k %", "nonzeros", "the call µs", "C pass µs", "Python µs", "whatever the batch µs", "a vector a thread µs",
           "ns a nonzero and vector", "rounding to vectors µs", "line's error at the batch"]

@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import data  # noqa: E402
 import checkpoints  # noqa: E402
 import utils  # noqa: E402
-from prune import prune, retrain, sparsity  # noqa: E402
+from prune import prune, sparsity  # noqa: E402
+from retrain import retrain  # noqa: E402
 
 TARGETS = [("weight", (90, 97, 99)), ("unit", (70, 85, 90)), ("unit", (80, 90, 95))]
 

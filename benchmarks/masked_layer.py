@@ -20,11 +20,12 @@ import torch.utils.benchmark as benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import files  # noqa: E402
-import masked_layer  # noqa: E402
+from csrc import build  # noqa: E402
+from sparse_training import masked as masked_layer  # noqa: E402
 from eval import parse_ks  # noqa: E402
 import utils  # noqa: E402
 from model import SIZES  # noqa: E402
-from speed import machine  # noqa: E402
+from benchmarks.harness import machine  # noqa: E402
 
 
 def step(layer, x, weight):
@@ -53,7 +54,7 @@ def main(argv=None):
         files.check_outputs(files=[args.out])
     kernel = masked_layer.cpu_masked_kernel()
     if kernel is None:
-        raise utils.UserError(f"no masked_kernel.c to time: {masked_layer.masked_kernel('cc')[1]}")
+        raise utils.UserError(f"no masked_kernel.c to time: {build.load('masked')[1]}")
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:

@@ -24,9 +24,10 @@ import files  # noqa: E402
 import results  # noqa: E402
 import utils  # noqa: E402
 from eval import parse_ks  # noqa: E402
-from kernel import column_plan, csr_kernel_forward, kernel_to_time, sparse_plan  # noqa: E402
-from prune import compact, prune  # noqa: E402
-from speed import machine  # noqa: E402
+from fastpath.plan import column_plan, csr_kernel_forward, kernel_to_time, sparse_plan  # noqa: E402
+from fastpath.compact import compact  # noqa: E402
+from prune import prune  # noqa: E402
+from benchmarks.harness import machine  # noqa: E402
 from torch.utils import benchmark  # noqa: E402
 
 PASSES = 200  # a block: a few ms, short enough to catch a spell of the second core, long enough to time

@@ -28,8 +28,8 @@ import checkpoints  # noqa: E402
 import files  # noqa: E402
 import inference  # noqa: E402
 import results  # noqa: E402
-import kernel  # noqa: E402
-import speed  # noqa: E402
+from benchmarks.harness import machine  # noqa: E402
+from fastpath import plan  # noqa: E402
 import utils  # noqa: E402
 from model import SIZES  # noqa: E402
 from prune import METHODS  # noqa: E402
@@ -105,7 +105,7 @@ def main(argv=None):
         rows = [[f"{k:g}", *(f"{sizes[f'{m}-{k:g}'] / 1e6:.3f} ({100 * sizes[f'{m}-{k:g}'] / DENSE_BYTES:.1f} %)"
                              for m in methods)] for k in ks]
         start = time.perf_counter()
-        kernel.cpu_kernel()
+        plan.cpu_kernel()
         compile_seconds = time.perf_counter() - start
         timed = {k: save_and_load_times(nets / f"weight-{k}.pt", args.repeats) for k in TIMED_KS
                  if f"weight-{k}" in sizes}
@@ -115,7 +115,7 @@ def main(argv=None):
              f"`eval.py --save` keeps, pruned from `{Path(args.checkpoint).name}` by each method:", "",
              results.markdown(["k %", *methods], rows), "",
              f"Saving and loading a weight-pruned net, median of {args.repeats} times each (range), "
-             f"{speed.machine('cpu')}, {torch.get_num_threads()} threads:", ""]
+             f"{machine('cpu')}, {torch.get_num_threads()} threads:", ""]
     lines += [results.markdown(["k %", "checkpoints.save_pruned", "checkpoints.load: read and check",
                                 "inference.load: and build the plan"],
                                [[k, *(median_range(times, "ms", 1e3, 0) for times in measured)]

@@ -46,10 +46,12 @@ import checkpoints  # noqa: E402
 import files  # noqa: E402
 import utils  # noqa: E402
 from model import MLP, SIZES  # noqa: E402
-from prune import apply_masks, prune, retrain, unit_mask  # noqa: E402
-from kernel import cpu_kernel, csr_kernel_forward, sparse_plan  # noqa: E402
-from prune import compact  # noqa: E402
-from speed import dense_forward, machine, time_paths, transposed  # noqa: E402
+from prune import apply_masks, prune, unit_mask  # noqa: E402
+from retrain import retrain  # noqa: E402
+from fastpath.plan import cpu_kernel, csr_kernel_forward, sparse_plan  # noqa: E402
+from fastpath.compact import compact  # noqa: E402
+from fastpath.paths import dense_forward, transposed  # noqa: E402
+from benchmarks.harness import machine, time_paths  # noqa: E402
 
 TEMPERATURE, ALPHA = 4.0, 0.9
 HEADER = ["S %", "net", "sizes", "nonzero weights", "epochs", "accuracy %", "forward vs full dense"]

@@ -1,6 +1,6 @@
 """Nets trained to be sparse against pruning a dense net, at sparsities up to 99.8 %: the tables of docs/sparse.md.
 
-Reads what docs/make.sh's sparse section made: the record of each trained net in docs/sparse/runs/ (train.py
+Reads what scripts/make.sh's sparse section made: the record of each trained net in docs/sparse/runs/ (train.py
 --sparse gmp, one per target, vd, l0 and l0-unit for each seed, and the dense seeds: each checkpoint's
 numbers and config without its weights, written by --record), and eval.py's sweeps of them and of the dense
 seeds in docs/sparse/. Every accuracy is the mean ± standard deviation over the seeds found (their number is
@@ -98,7 +98,7 @@ def load(path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--ks", type=parse_ks, default="90,95,98,99,99.5,99.8", help="the sparsities compared, in percent")
-    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where docs/make.sh put the sweeps and times")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where scripts/make.sh put the sweeps and times")
     parser.add_argument("--record", nargs="+", default=None, metavar="CHECKPOINT",
                         help="only write these checkpoints' records to <docs>/sparse/runs/")
     parser.add_argument("--out", default=None, help="also write the tables to this Markdown file")

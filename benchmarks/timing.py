@@ -36,7 +36,7 @@ import utils  # noqa: E402
 
 def code_version():
     """The commit the timed code is at, and whether the checkout has changes on top: a timing names its code.
-    docs/ is left out: it holds what the timings write, not what they time (docs/make.sh writes there as it goes)."""
+    docs/ is left out: it holds what the timings write, not what they time (scripts/make.sh writes there as it goes)."""
     def git(*arguments):
         return subprocess.run(["git", *arguments], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     try:

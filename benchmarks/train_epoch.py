@@ -5,7 +5,7 @@ The textbook loop (pytorch/examples' mnist) builds every sample with a PIL image
 the epoch. Both loops train the same model with the same optimizer, batch size and data; they take
 turns, and the medians of --repeats epochs each are compared. Then one step's matrix products alone, on
 random matrices of its shapes, timed and counted for the epoch's samples, against one large product:
-what bounds an epoch, and so every training run of docs/make.sh.
+what bounds an epoch, and so every training run of scripts/make.sh.
 
     python benchmarks/train_epoch.py --dataset fashion-mnist
 """
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import data  # noqa: E402
 import utils  # noqa: E402
 from model import MLP  # noqa: E402
-from speed import benchmark, machine  # noqa: E402  (torch's benchmark, imported without cpp_extension's CUDA warning)
+from benchmarks.harness import machine, torch_benchmark  # noqa: E402
 
 LARGE = 2048  # the side of the square product that shows the BLAS near its best
 
@@ -82,7 +82,7 @@ def step_products(model, batch_size):
 
 def seconds_each(fn):
     """fn's median time a call, on the threads the epochs ran on (a Timer's default is one)."""
-    timer = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    timer = torch_benchmark().Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=2).median
 
 

@@ -28,8 +28,9 @@ import results  # noqa: E402
 import sparse_training  # noqa: E402
 import utils  # noqa: E402
 from model import MLP  # noqa: E402
-from sparse_layers import GatedLinear, VariationalLinear, l0_path, vd_path  # noqa: E402
-from speed import machine  # noqa: E402
+from sparse_training.l0 import GatedLinear, l0_path  # noqa: E402
+from sparse_training.vd import VariationalLinear, vd_path  # noqa: E402
+from benchmarks.harness import machine  # noqa: E402
 
 TRAINING_IMAGES = 60000  # what the penalties are divided by, as on MNIST
 VD_IN_TORCH = "vd, σ² and KL in torch"

@@ -2,6 +2,7 @@
 import gzip
 import importlib.util
 import os
+import platform
 import shutil
 import struct
 import subprocess
@@ -19,6 +20,31 @@ sys.path.insert(0, str(REPO))
 
 import data  # noqa: E402  (needs the path above)
 import utils  # noqa: E402  (needs the path above)
+from csrc import build  # noqa: E402  (needs the path above)
+
+# The kernels' builds the tests run where the machine can: -march=native, then the same without AVX-512 (AVX2 on a
+# machine that has both), then without AVX at all (the kernels' plain C). The last two exist on x86 only.
+BUILDS = {"native": (), "AVX2": ("-mno-avx512f",), "no AVX": ("-mno-avx",)}
+X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def needs_kernel(name):
+    """Skip a test where csrc's kernel `name` does not build here: the real build is tried (once per process, and
+    cached on disk), not the presence of a program called cc."""
+    library, why_not = build.load(name)
+    return pytest.mark.skipif(library is None, reason=f"the {name} kernel does not build here: {why_not}")
+
+
+def kernel_build(name, variant):
+    """Kernel `name` built as BUILDS[variant]; the test skips where that build cannot exist (an x86 instruction set
+    elsewhere) or the kernel does not build at all, and fails where only that build fails."""
+    if BUILDS[variant] and not X86:
+        pytest.skip(f"{variant} is an x86 build; this machine is {platform.machine()}")
+    if build.load(name)[0] is None:
+        pytest.skip(f"the {name} kernel does not build here: {build.load(name)[1]}")
+    library, why_not = build.load(name, BUILDS[variant])
+    assert library is not None, why_not
+    return library
 
 
 def write_idx(path, array):

@@ -67,6 +67,24 @@ def test_an_unknown_choice_or_flag_is_a_usage_error(script, argv, words, capsys)
     assert result.stderr.startswith("usage:")
 
 
+# a flag that another flag makes meaningless, or one that is gone: refused, naming what to say instead
+
+@pytest.mark.parametrize("argv, words", [
+    (["--retrain-epochs", "3"], ["--retrain-epochs", "give it with --retrain"]),
+    (["--retrain-lr", "0.5"], ["--retrain-lr", "give it with --retrain"]),
+    (["--no-timing", "--timing-batch", "1000"], ["--timing-batch", "--no-timing turns off"]),
+    (["--no-timing", "--timing-peers"], ["--timing-peers", "--no-timing turns off"]),
+    (["--retrain", "finetune", "--timing-batch", "10"], ["--timing-batch", "a --retrain run does not do"]),
+    (["--finetune-epochs", "3"], ["--finetune-epochs is gone", "--retrain finetune --retrain-epochs N"]),
+    (["--retrain", "rewind", "--finetune-lr", "0.5"], ["--finetune-lr is gone", "--retrain finetune --retrain-lr LR"]),
+], ids=["epochs-alone", "lr-alone", "batch-untimed", "peers-untimed", "batch-retrained", "finetune-epochs",
+        "finetune-lr"])
+def test_a_flag_that_would_mean_nothing_is_refused(argv, words, tmp_path, capsys):
+    result = run_main(eval_script.main, ["--sparsity", "weight", "--checkpoint", tmp_path / "none.pt", *argv], capsys)
+    assert result.returncode == 2
+    assert_fails_cleanly(result, *words)
+
+
 @pytest.mark.parametrize("value", ["90", "90,95", "99.5"])
 def test_a_sparsity_given_to_sparsity_points_to_ks(value, capsys):
     result = run_main(eval_script.main, ["--sparsity", value], capsys)

@@ -1,4 +1,4 @@
-"""docs/make.sh's wall times and timings by batch: each kept beside the machine it ran on, and tabulated per machine."""
+"""scripts/make.sh's wall times and timings by batch: each kept beside the machine it ran on, and tabulated per machine."""
 import csv
 import json
 import subprocess
@@ -7,7 +7,7 @@ from conftest import REPO, import_script
 
 
 def fill_readme():
-    return import_script("docs/fill_readme.py")
+    return import_script("scripts/fill_readme.py")
 
 
 def write_times(folder, section, rows):
@@ -38,7 +38,7 @@ def test_times_are_tabulated_per_machine(tmp_path, monkeypatch):
 
 def test_make_sh_rerun_replaces_only_this_machines_times(tmp_path):
     """The section's times from other machines survive a run here; this machine's old ones go."""
-    script = (REPO / "docs" / "make.sh").read_text()
+    script = (REPO / "scripts" / "make.sh").read_text()
     forget = script[script.index("forget_times() {"):script.index("\ntrain() {")]
     times = tmp_path / "docs" / "times"
     write_times(times, "train", [["python train.py", "60.0", "other CPU"], ["python train.py", "170.0", "this CPU"]])
@@ -49,7 +49,7 @@ def test_make_sh_rerun_replaces_only_this_machines_times(tmp_path):
 
 
 def test_make_sh_times_each_section_and_a_rerun_replaces_only_its_row_on_this_machine(tmp_path):
-    script = (REPO / "docs" / "make.sh").read_text()
+    script = (REPO / "scripts" / "make.sh").read_text()
     functions = script[script.index("append_time() {"):script.index("\ntrain() {")]
     times = tmp_path / "sections.csv"
     write_times(tmp_path, "sections", [["train", "100.0", "this CPU, JOBS=2"], ["sparse", "900.0", "this CPU, JOBS=2"],
@@ -66,15 +66,15 @@ def test_make_sh_times_each_section_and_a_rerun_replaces_only_its_row_on_this_ma
 
 def test_the_sections_are_make_shs_and_their_sum_is_given_where_every_one_has_run(tmp_path, monkeypatch):
     module = fill_readme()
-    script = (REPO / "docs" / "make.sh").read_text()
+    script = (REPO / "scripts" / "make.sh").read_text()
     assert f"SECTIONS=({' '.join(module.SECTIONS)})" in script
     monkeypatch.setattr(module, "DOCS", tmp_path)
     assert "No section has been timed yet" in module.sections()
     whole = [[section, "600.0", "fast CPU, JOBS=2"] for section in module.SECTIONS[:-1]]
     write_times(tmp_path / "times", "sections", whole + [["sparse", "1800.0", "slow CPU, JOBS=1"]])
     fast, slow = module.sections().split("On slow CPU, JOBS=1:")
-    assert "| `bash docs/make.sh train` | 10 min 00 s |" in fast and "| all of them | 1 h 20 min |" in fast
-    assert "| `bash docs/make.sh sparse` | 30 min 00 s |" in slow and "all of them" not in slow
+    assert "| `bash scripts/make.sh train` | 10 min 00 s |" in fast and "| all of them | 1 h 20 min |" in fast
+    assert "| `bash scripts/make.sh sparse` | 30 min 00 s |" in slow and "all of them" not in slow
 
 
 def write_batch_timing(folder, machine, speedup):

@@ -30,7 +30,8 @@ def accuracy_points(run_dir):
 
 
 def sweep(tmp_path, checkpoint, data_dir, capsys, *extra, sparsity="both", ks="0,50,90"):
-    argv = ["--sparsity", sparsity, "--ks", ks, "--no-timing", "--checkpoint", checkpoint, "--data-dir", data_dir,
+    timing = [] if "--timing-batch" in extra or "--retrain" in extra else ["--no-timing"]
+    argv = ["--sparsity", sparsity, "--ks", ks, *timing, "--checkpoint", checkpoint, "--data-dir", data_dir,
             "--results-dir", tmp_path / "results", "--logdir", tmp_path / "runs", "--plot", tmp_path / "plot.png",
             *extra]
     result = run_main(main, argv, capsys)
@@ -114,18 +115,9 @@ def test_running_a_method_again_replaces_its_curve(tmp_path, checkpoint, data_di
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["unit.csv", "unit.json"]
 
 
-def test_zero_finetune_epochs_gives_exactly_the_one_shot_results(tmp_path, checkpoint, data_dir, capsys):
-    sweep(tmp_path / "a", checkpoint, data_dir, capsys)
-    sweep(tmp_path / "b", checkpoint, data_dir, capsys, "--finetune-epochs", 0)
-    for method in ("weight", "unit"):
-        assert read_csv(tmp_path / "b" / "results" / f"{method}.csv") == read_csv(
-            tmp_path / "a" / "results" / f"{method}.csv")
-    assert not list((tmp_path / "b" / "results").glob("*finetuned*"))
-
-
 def test_finetuned_results_get_their_own_csv_and_run_beside_the_one_shot_ones(tmp_path, checkpoint, data_dir, capsys):
     sweep(tmp_path, checkpoint, data_dir, capsys)
-    result = sweep(tmp_path, checkpoint, data_dir, capsys, "--finetune-epochs", 1, "--finetune-lr", 0.05)
+    result = sweep(tmp_path, checkpoint, data_dir, capsys, "--retrain", "finetune", "--retrain-lr", 0.05)
     assert "weight-finetuned pruning" in result.stdout and "one-shot accuracy %" in result.stdout
     assert sorted(p.name for p in (tmp_path / "results").glob("*.csv")) == [
         "unit-finetuned.csv", "unit.csv", "weight-finetuned.csv", "weight.csv"]
@@ -165,7 +157,7 @@ def test_one_checkpoint_reports_no_standard_deviation(tmp_path, checkpoint, data
 
 def test_accuracy_is_the_one_top_level_tensorboard_tag(tmp_path, checkpoint, data_dir, capsys):
     sweep(tmp_path, checkpoint, data_dir, capsys, "--timing-batch", 10, sparsity="unit", ks="0,90")
-    sweep(tmp_path, checkpoint, data_dir, capsys, "--finetune-epochs", 1, sparsity="unit", ks="90")
+    sweep(tmp_path, checkpoint, data_dir, capsys, "--retrain", "finetune", sparsity="unit", ks="90")
     for run in ("unit", "unit-finetuned"):
         events = EventAccumulator(str(tmp_path / "runs" / run))
         events.Reload()

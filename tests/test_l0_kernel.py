@@ -1,19 +1,19 @@
-"""l0_kernel.c: l0's gates per weight in C (sparse_layers.GateTerms), against the hard-concrete formula, its
+"""l0_kernel.c: l0's gates per weight in C (sparse_training/l0.py's GateTerms), against the hard-concrete formula, its
 expected L0 and the gradients the torch path writes out; and train.py --sparse l0 saying which path it took."""
 import os
 
 import pytest
 import torch
 
-import sparse_layers
+from csrc import build
 import train
 from conftest import run_main
-from sparse_layers import L0_BETA, L0_GAMMA, L0_ZETA, GateTerms, GatedLinear, open_probability
-from test_speed import needs_compiler
+from sparse_training.l0 import L0_BETA, L0_GAMMA, L0_ZETA, GateTerms, GatedLinear, open_probability
+from conftest import needs_kernel
 
 
 def kernel():
-    return sparse_layers.l0_kernel(os.environ.get("CC", "cc"))[0]
+    return build.load("l0")[0]
 
 
 def gate_terms(weight, log_alpha, seed=7):
@@ -22,7 +22,7 @@ def gate_terms(weight, log_alpha, seed=7):
     return (*GateTerms.apply(*leaves, seed, kernel()), *leaves)
 
 
-@needs_compiler
+@needs_kernel("l0")
 def test_the_kernels_gates_and_gradients_are_those_of_the_formula():
     torch.manual_seed(0)
     weight, log_alpha = torch.randn(300, 200), torch.randn(300, 200) * 3
@@ -42,7 +42,7 @@ def test_the_kernels_gates_and_gradients_are_those_of_the_formula():
     torch.testing.assert_close(log_alpha_leaf.grad[~near_a_clip], expected[~near_a_clip], rtol=1e-3, atol=1e-5)
 
 
-@needs_compiler
+@needs_kernel("l0")
 def test_the_kernels_gates_are_open_as_often_as_the_expected_l0_says():
     """Each row's gates share one location: the share of them open is the chance the formula gives, as the torch
     path's test checks it for HardConcrete's draws."""
@@ -54,7 +54,7 @@ def test_the_kernels_gates_are_open_as_often_as_the_expected_l0_says():
     assert gated.min() == 0 and gated.max() == 1
 
 
-@needs_compiler
+@needs_kernel("l0")
 def test_the_same_seed_draws_the_same_gates_on_any_number_of_threads_and_another_seed_others():
     torch.manual_seed(0)
     weight, log_alpha = torch.randn(100, 70), torch.zeros(100, 70)
@@ -71,7 +71,7 @@ def test_the_same_seed_draws_the_same_gates_on_any_number_of_threads_and_another
     assert (other != one).float().mean() > 0.5
 
 
-@needs_compiler
+@needs_kernel("l0")
 @pytest.mark.parametrize("per_unit, in_c, expected", [(False, True, "GateTermsBackward"),
                                                        (False, False, "HardConcreteBackward"),
                                                        (True, True, "HardConcreteBackward")])
@@ -94,7 +94,7 @@ def test_a_layer_takes_its_gates_from_c_only_per_weight_unless_told_not_to(per_u
     assert float(layer.expected_l0().detach()) == pytest.approx(fresh, rel=1e-5)
 
 
-@needs_compiler
+@needs_kernel("l0")
 def test_an_l0_checkpoint_says_that_its_gates_came_from_the_kernel(tmp_path, data_dir, capsys):
     result = run_main(train.main, ["--sparse", "l0", "--epochs", "1", "--data-dir", data_dir, "--no-download",
                                    "--out", tmp_path / "l0.pt", "--logdir", tmp_path / "runs"], capsys)

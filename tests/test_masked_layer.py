@@ -6,11 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import masked_layer
-from masked_layer import MaskedLinear, SPARSE_FROM
+from sparse_training import masked as masked_layer
+from sparse_training.masked import MaskedLinear, SPARSE_FROM
 from model import MLP
-from prune import apply_masks, masks as prune_masks, retrain
-from test_speed import BATCHES, BUILDS, needs_compiler
+from prune import apply_masks, masks as prune_masks
+from retrain import retrain
+from conftest import kernel_build, needs_kernel
+from test_speed import BATCHES, BUILDS
 
 
 def layer_and_reference(pruned, seed=0, shape=(300, 200)):
@@ -38,13 +40,11 @@ def products(layer, weight, batch, seed=1):
 
 
 def use_build(build, monkeypatch):
-    library, why_not = masked_layer.masked_kernel(os.environ.get("CC", "cc"), BUILDS[build])
-    if library is None:
-        pytest.skip(f"this machine cannot build or run masked_kernel.c {build}: {why_not}")
+    library = kernel_build("masked", build)
     monkeypatch.setattr(masked_layer, "cpu_masked_kernel", lambda: library)
 
 
-@needs_compiler
+@needs_kernel("masked")
 @pytest.mark.parametrize("build", list(BUILDS))
 @pytest.mark.parametrize("pruned", [0.8, 0.95, 0.995])
 def test_the_kernel_gives_the_dense_products_of_the_masked_weights_at_every_batch(build, pruned, monkeypatch):
@@ -59,7 +59,7 @@ def test_the_kernel_gives_the_dense_products_of_the_masked_weights_at_every_batc
         assert int(grad_w[mask == 0].count_nonzero()) == 0  # exactly zero where pruned
 
 
-@needs_compiler
+@needs_kernel("masked")
 def test_rows_and_columns_without_a_kept_weight_give_zeros():
     layer, weight, mask = layer_and_reference(0.9)
     with torch.no_grad():
@@ -88,7 +88,7 @@ def test_without_a_compiler_the_layer_is_a_plain_linear(monkeypatch):
     assert torch.equal(y, y_ref) and torch.equal(grad_x, grad_x_ref) and torch.equal(grad_w, grad_w_ref)
 
 
-@needs_compiler
+@needs_kernel("masked")
 def test_a_mask_changed_in_place_takes_effect_at_the_next_call():
     layer, weight, mask = layer_and_reference(0.9)
     products(layer, weight, 32)
@@ -105,7 +105,7 @@ def test_a_mask_changed_in_place_takes_effect_at_the_next_call():
     assert int(grad_w[layer.weight_mask == 0].count_nonzero()) == 0
 
 
-@needs_compiler
+@needs_kernel("masked")
 def test_retraining_through_the_kernel_reaches_the_weights_of_dense_products(monkeypatch):
     """Three epochs of fine-tuning a net pruned to 95 % (every hidden layer through the kernel) against the same with
     plain layers: the same weights, up to the rounding of sums taken in another order."""

@@ -9,7 +9,9 @@ import checkpoints
 import utils
 from model import MLP
 import prune as prune_module
-from prune import METHODS, live_units, mask_smallest, prune, retrain, sparsity
+from prune import METHODS, mask_smallest, prune, sparsity
+from fastpath.compact import live_units
+from retrain import retrain
 
 SHAPES = [(784, 1000, 1000, 500, 200, 10), (7, 13, 5, 3), (30, 1, 9, 4)]
 KS = [0, 1, 25, 50, 63, 90, 99]

@@ -8,10 +8,11 @@ import torch
 
 import eval as eval_script
 import prune
+import retrain as retraining
 import checkpoints
 from conftest import assert_fails_cleanly, import_script, run_main
 from model import MLP
-from speed import machine
+from benchmarks.harness import machine
 
 small_dense = import_script("benchmarks/small_dense.py")
 
@@ -23,15 +24,15 @@ def read_csv(path):
 
 @pytest.fixture
 def retrain_calls(monkeypatch):
-    """Each call eval.py makes to prune.retrain: the weights it starts from and ends with, the masks, the recipe."""
-    calls, retrain = [], prune.retrain
+    """Each call eval.py makes to retrain.retrain: the weights it starts from and ends with, the masks, the recipe."""
+    calls, retrain = [], retraining.retrain
 
     def recording(model, train_data, **recipe):
         start = [layer.weight.detach().clone() for layer in model.layers]
         retrain(model, train_data, **recipe)
         calls.append({"start": start, "end": [layer.weight.detach().clone() for layer in model.layers],
                       "masks": [layer.weight_mask.clone() for layer in model.hidden], "recipe": recipe})
-    monkeypatch.setattr(eval_script, "retrain", recording)
+    monkeypatch.setattr(retraining, "retrain", recording)
     return calls
 
 
@@ -96,9 +97,8 @@ def test_retrain_flags_override_the_checkpoints_recipe(tmp_path, checkpoint, dat
     assert retrain_calls[0]["recipe"]["epochs"] == 2 and retrain_calls[0]["recipe"]["lr"] == 0.02
 
 
-def test_finetune_keeps_its_own_recipe_and_the_old_flag_still_means_it(
-        tmp_path, checkpoint, data_dir, capsys, retrain_calls):
-    for extra in (["--retrain", "finetune"], ["--finetune-epochs", 2, "--finetune-lr", 0.03]):
+def test_finetune_keeps_its_own_recipe_unless_told_otherwise(tmp_path, checkpoint, data_dir, capsys, retrain_calls):
+    for extra in (["--retrain", "finetune"], ["--retrain", "finetune", "--retrain-epochs", 2, "--retrain-lr", 0.03]):
         result = sweep(tmp_path, checkpoint, data_dir, capsys, *extra)
         assert result.returncode == 0, result.stderr
     assert [call["recipe"] for call in retrain_calls] == [

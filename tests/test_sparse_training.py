@@ -14,18 +14,19 @@ import checkpoints
 import data
 import eval as eval_script
 import results
-import sparse_layers
+from sparse_training import gmp, l0, vd
 import sparse_training
 import train
 import utils
 from conftest import assert_fails_cleanly, import_script, run_main
 from model import MLP
 from prune import apply_masks, masks, sparsity
-from test_speed import HAS_COMPILER
+from conftest import needs_kernel
+from csrc import build
 
 
 def test_the_cubic_schedule_rises_from_zero_to_the_target():
-    values = [sparse_training.gmp_sparsity(t, 0.9, 10, 110) for t in range(0, 130)]
+    values = [gmp.gmp_sparsity(t, 0.9, 10, 110) for t in range(0, 130)]
     assert values[:11] == [0.0] * 11 and values[110:] == [0.9] * 20
     assert all(a <= b for a, b in zip(values, values[1:]))
     assert values[60] == pytest.approx(0.9 * (1 - 0.5 ** 3))  # halfway: 7/8 of the target
@@ -33,8 +34,8 @@ def test_the_cubic_schedule_rises_from_zero_to_the_target():
 
 def test_gmp_masks_follow_the_schedule_at_every_step_and_end_exactly_at_the_target():
     model, steps, every = MLP(), 300, 30  # ten mask updates, each checked
-    after_step = sparse_training.gradual_magnitude_pruning(model, 95, steps, every)
-    start, end = round(sparse_training.GMP_START * steps), round(sparse_training.GMP_END * steps)
+    after_step = gmp.gradual_magnitude_pruning(model, 95, steps, every)
+    start, end = round(gmp.GMP_START * steps), round(gmp.GMP_END * steps)
     pruned_before = [torch.zeros_like(layer.weight, dtype=torch.bool) for layer in model.hidden]
     for step in range(1, steps + 1):
         if step % every == 0 or step == steps:  # a stand-in for the optimizer's steps since the last masks
@@ -43,7 +44,7 @@ def test_gmp_masks_follow_the_schedule_at_every_step_and_end_exactly_at_the_targ
                     layer.weight.add_(torch.randn_like(layer.weight), alpha=1e-2)
         after_step()
         if step % every == 0 or step == steps:
-            fraction = sparse_training.gmp_sparsity(step, 0.95, start, end) if step < steps else 0.95
+            fraction = gmp.gmp_sparsity(step, 0.95, start, end) if step < steps else 0.95
             for layer, before in zip(model.hidden, pruned_before):
                 pruned = layer.weight_mask == 0
                 assert int(pruned.sum()) == round(fraction * layer.weight.numel()), step
@@ -58,15 +59,15 @@ def test_gmp_masks_follow_the_schedule_at_every_step_and_end_exactly_at_the_targ
 
 def test_gmp_global_counts_the_hidden_layers_together_and_ends_exactly_at_the_target():
     model, steps, every = MLP(), 300, 100
-    after_step = sparse_training.gradual_magnitude_pruning(model, 99, steps, every, sparse_training.GMP["gmp-global"])
+    after_step = gmp.gradual_magnitude_pruning(model, 99, steps, every, sparse_training.GMP["gmp-global"])
     total = sum(layer.weight.numel() for layer in model.hidden)
     for step in range(1, steps + 1):
         with torch.no_grad():
             model.hidden[0].weight.mul_(0.9)  # the first layer shrinks, so it loses more than its share
         after_step()
         if step % every == 0 or step == steps:
-            fraction = sparse_training.gmp_sparsity(step, 0.99, round(sparse_training.GMP_START * steps),
-                                                    round(sparse_training.GMP_END * steps)) if step < steps else 0.99
+            fraction = gmp.gmp_sparsity(step, 0.99, round(gmp.GMP_START * steps),
+                                                    round(gmp.GMP_END * steps)) if step < steps else 0.99
             assert sum(int((layer.weight_mask == 0).sum()) for layer in model.hidden) == round(fraction * total)
     assert bool((model.hidden[0].weight_mask == 0).all())  # all of the shrunken layer, rather than 99 % of each
     sparse_training.finish(model)
@@ -115,7 +116,7 @@ def exact_vd_kl(log_alpha):
 
 @pytest.mark.parametrize("log_alpha", [-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0])
 def test_the_kl_approximation_matches_a_numerical_integral(log_alpha):
-    approximate = float(sparse_layers.vd_kl(torch.tensor(log_alpha, dtype=torch.float64)))
+    approximate = float(vd.vd_kl(torch.tensor(log_alpha, dtype=torch.float64)))
     assert approximate == pytest.approx(exact_vd_kl(log_alpha), abs=0.01)  # the paper's fit: within 0.009
 
 
@@ -126,15 +127,15 @@ def test_a_layers_kl_and_its_gradient_are_those_of_the_formula():
     theta[0, :3] = torch.tensor([0.0, 1e-5, -1e-5])  # near θ = 0, where d log α / dθ is steepest
     log_sigma2 = torch.randn(30, 20, dtype=torch.float64) * 4 - 8
     by_formula = [t.clone().requires_grad_() for t in (theta, log_sigma2)]
-    expected = sparse_layers.vd_kl(by_formula[1] - torch.log(by_formula[0] ** 2 + 1e-8)).sum()
+    expected = vd.vd_kl(by_formula[1] - torch.log(by_formula[0] ** 2 + 1e-8)).sum()
     (expected * 0.37).backward()
     written = [t.clone().requires_grad_() for t in (theta, log_sigma2)]
-    kl = sparse_layers.VDKL.apply(*written, log_sigma2.exp())
+    kl = vd.VDKL.apply(*written, log_sigma2.exp())
     (kl * 0.37).backward()
     assert kl.item() == pytest.approx(expected.item(), rel=1e-12)
     for mine, autograd in zip(written, by_formula):
         assert torch.allclose(mine.grad, autograd.grad, rtol=1e-10, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda *t: sparse_layers.VDKL.apply(*t, t[1].detach().exp()), written)
+    assert torch.autograd.gradcheck(lambda *t: vd.VDKL.apply(*t, t[1].detach().exp()), written)
 
 
 def vd_inputs(dtype):
@@ -147,16 +148,16 @@ def vd_inputs(dtype):
     return theta, log_sigma2
 
 
-@pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler to build vd_kernel.c")
+@needs_kernel("vd")
 def test_the_vd_kernel_gives_the_variance_kl_and_gradients_of_the_formula():
     """vd_kernel.c against autograd through vd_kl in float64, to float32's rounding."""
-    assert sparse_layers.vd_kernel(os.environ.get("CC", "cc"))[0] is not None
+    assert build.load("vd")[0] is not None
     theta, log_sigma2 = vd_inputs(torch.float64)
     exact = [t.clone().requires_grad_() for t in (theta, log_sigma2)]
-    variance, kl = exact[1].exp(), sparse_layers.vd_kl(exact[1] - torch.log(exact[0] ** 2 + 1e-8)).sum()
+    variance, kl = exact[1].exp(), vd.vd_kl(exact[1] - torch.log(exact[0] ** 2 + 1e-8)).sum()
     (0.37 * kl + (variance * 1.9).sum()).backward()  # a weight on each output, as σ² feeds the layer's products
     by_kernel = [t.float().requires_grad_() for t in (theta, log_sigma2)]
-    variance32, kl32 = sparse_layers.variance_and_kl(*by_kernel)
+    variance32, kl32 = vd.variance_and_kl(*by_kernel)
     assert type(kl32.grad_fn).__name__ == "VariationalTermsBackward"  # the kernel's, not torch's
     (0.37 * kl32 + (variance32 * 1.9).sum()).backward()
     assert kl32.item() == pytest.approx(kl.item(), rel=1e-6)
@@ -168,19 +169,19 @@ def test_the_vd_kernel_gives_the_variance_kl_and_gradients_of_the_formula():
 
 def test_without_a_compiler_vd_takes_its_terms_from_torch(tmp_path, monkeypatch):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    assert sparse_layers.vd_kernel(str(tmp_path / "no-such-cc"))[0] is None
+    assert build.load("vd")[0] is None
     theta, log_sigma2 = (t.float().requires_grad_() for t in vd_inputs(torch.float64))
-    variance, kl = sparse_layers.variance_and_kl(theta, log_sigma2)
+    variance, kl = vd.variance_and_kl(theta, log_sigma2)
     assert type(kl.grad_fn).__name__ != "VariationalTermsBackward"
     assert torch.equal(variance, log_sigma2.exp())
-    expected = sparse_layers.vd_kl(log_sigma2 - torch.log(theta ** 2 + 1e-8)).sum()
+    expected = vd.vd_kl(log_sigma2 - torch.log(theta ** 2 + 1e-8)).sum()
     assert kl.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-@pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler to build vd_kernel.c")
+@needs_kernel("vd")
 @pytest.mark.parametrize("in_c", [True, False])
 def test_a_vd_layer_takes_its_terms_from_c_unless_told_not_to(in_c):
-    layer = sparse_layers.VariationalLinear(torch.nn.Parameter(torch.randn(6, 4)))
+    layer = vd.VariationalLinear(torch.nn.Parameter(torch.randn(6, 4)))
     layer.in_c = in_c
     layer.train()
     layer(torch.randn(3, 4))
@@ -188,11 +189,11 @@ def test_a_vd_layer_takes_its_terms_from_c_unless_told_not_to(in_c):
     assert type(layer.kl().grad_fn).__name__ == expected
 
 
-@pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler to build vd_kernel.c")
+@needs_kernel("vd")
 def test_loading_the_vd_kernel_leaves_subnormal_floats_alone():
     """vd_kernel.c is compiled with -ffast-math; linked with it, GCC before 13 would set the whole process to
     flush subnormals to zero when the library loads. In a fresh process, so that this one's state does not count."""
-    code = ("import os, torch, sparse_layers; assert sparse_layers.vd_kernel(os.environ.get('CC', 'cc'))[0]; "
+    code = ("import torch; from csrc import build; assert build.load('vd')[0]; "
             "print((torch.tensor([1e-38]) / 100).item())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -203,9 +204,9 @@ def test_loading_the_vd_kernel_leaves_subnormal_floats_alone():
 def test_the_penalty_takes_the_kl_of_the_weights_the_step_used():
     """The KL a training forward computes is the penalty's once; after the weights change, it is computed anew."""
     torch.manual_seed(0)
-    layer = sparse_layers.VariationalLinear(torch.nn.Parameter(torch.randn(6, 4)))
+    layer = vd.VariationalLinear(torch.nn.Parameter(torch.randn(6, 4)))
     layer.train()
-    fresh = lambda: sparse_layers.vd_kl(layer.log_alpha()).sum().item()  # noqa: E731
+    fresh = lambda: vd.vd_kl(layer.log_alpha()).sum().item()  # noqa: E731
     layer(torch.randn(3, 4))
     assert layer.kl().item() == pytest.approx(fresh(), rel=1e-6)
     with torch.no_grad():
@@ -216,7 +217,7 @@ def test_the_penalty_takes_the_kl_of_the_weights_the_step_used():
 def test_the_local_reparameterisation_has_the_mean_and_variance_of_sampled_weights():
     torch.manual_seed(0)
     theta = torch.randn(3, 5)
-    layer = sparse_layers.VariationalLinear(torch.nn.Parameter(theta.clone()))
+    layer = vd.VariationalLinear(torch.nn.Parameter(theta.clone()))
     with torch.no_grad():
         layer.log_sigma2.copy_(torch.randn(3, 5) - 1)
     x, draws = torch.randn(4, 5), 200_000
@@ -231,7 +232,7 @@ def test_the_local_reparameterisation_has_the_mean_and_variance_of_sampled_weigh
 
 
 def test_vd_zeroes_at_test_time_exactly_the_weights_with_log_alpha_of_3_or_more():
-    layer = sparse_layers.VariationalLinear(torch.nn.Parameter(torch.ones(1, 4)))
+    layer = vd.VariationalLinear(torch.nn.Parameter(torch.ones(1, 4)))
     with torch.no_grad():
         layer.log_sigma2.copy_(torch.tensor([[2.9, 3.0, 3.1, -10.0]]))  # θ = 1: log α = log σ²
     layer.eval()
@@ -246,15 +247,15 @@ def test_vd_zeroes_at_test_time_exactly_the_weights_with_log_alpha_of_3_or_more(
 @pytest.mark.parametrize("per_unit", [False, True])
 def test_hard_concrete_gates_lie_in_0_1_and_are_open_as_often_as_the_expected_l0_says(per_unit):
     torch.manual_seed(0)
-    layer = sparse_layers.GatedLinear(torch.nn.Parameter(torch.ones(5, 4)), per_unit)
+    layer = l0.GatedLinear(torch.nn.Parameter(torch.ones(5, 4)), per_unit)
     locations = torch.tensor([-4.0, -1.0, 0.0, 1.0, 4.0])
     with torch.no_grad():
         layer.log_alpha.copy_(locations.view(5, 1).expand_as(layer.log_alpha))
     with torch.no_grad():  # the gates alone: times weights of 1
-        draws = sparse_layers.HardConcrete.apply(torch.ones(()), layer.log_alpha, torch.rand(20_000, *layer.log_alpha.shape))
+        draws = l0.HardConcrete.apply(torch.ones(()), layer.log_alpha, torch.rand(20_000, *layer.log_alpha.shape))
     assert draws.min() == 0 and draws.max() == 1  # stretched and clipped: exact zeros and ones happen
     open_share = (draws > 0).float().mean(0).flatten()
-    expected = sparse_layers.open_probability(layer.log_alpha).flatten()
+    expected = l0.open_probability(layer.log_alpha).flatten()
     assert torch.allclose(open_share, expected, atol=0.015)
     # The formula: P(z > 0) = sigmoid(log α − β log(−γ/ζ)), summed over the weights each gate holds.
     formula = torch.sigmoid(locations - 2 / 3 * math.log(0.1 / 1.1))
@@ -282,7 +283,7 @@ def test_the_gated_weights_and_their_gradient_are_those_of_the_formula(per_unit)
     by_formula = [t.clone().requires_grad_() for t in (weight, log_alpha)]
     expected = hard_concrete_by_formula(*by_formula, noise)
     written = [t.clone().requires_grad_() for t in (weight, log_alpha)]
-    gated = sparse_layers.HardConcrete.apply(*written, noise)
+    gated = l0.HardConcrete.apply(*written, noise)
     assert ((expected == 0) & (weight != 0)).any() and ((expected == weight) & (weight != 0)).any()  # both clips hit
     upstream = torch.randn(30, 20, dtype=torch.float64)
     (expected * upstream).sum().backward()
@@ -290,7 +291,7 @@ def test_the_gated_weights_and_their_gradient_are_those_of_the_formula(per_unit)
     assert torch.allclose(gated, expected, rtol=1e-12, atol=1e-14)
     for mine, autograd in zip(written, by_formula):
         assert torch.allclose(mine.grad, autograd.grad, rtol=1e-10, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda *t: sparse_layers.HardConcrete.apply(*t, noise), written)
+    assert torch.autograd.gradcheck(lambda *t: l0.HardConcrete.apply(*t, noise), written)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -342,7 +343,7 @@ def test_a_sparse_checkpoint_is_plain_and_its_scores_give_its_natural_sparsity_a
     assert checkpoint["natural_accuracy"] == utils.evaluate(apply_masks(model, kept), test_data)
 
 
-@pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler to build vd_kernel.c")
+@needs_kernel("vd")
 def test_a_vd_checkpoint_says_that_its_terms_came_from_the_kernel(sparse_checkpoints):
     assert torch.load(sparse_checkpoints / "vd.pt", weights_only=True)["config"]["vd_path"] == "vd_kernel.c"
 
@@ -407,8 +408,8 @@ def test_train_speed_times_a_step_of_every_method_and_writes_its_table(tmp_path,
     result = run_main(train_speed.main, ["--rounds", 1, "--steps", 2, "--batch-size", 16, "--out", out], capsys)
     assert result.returncode == 0, result.stderr
     header, _, *rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")]
-    in_torch = ([train_speed.VD_IN_TORCH] if sparse_layers.vd_path("cpu")[0] == "vd_kernel.c" else []) + \
-        ([train_speed.L0_IN_TORCH] if sparse_layers.l0_path("cpu")[0] == "l0_kernel.c" else [])
+    in_torch = ([train_speed.VD_IN_TORCH] if vd.vd_path("cpu")[0] == "vd_kernel.c" else []) + \
+        ([train_speed.L0_IN_TORCH] if l0.l0_path("cpu")[0] == "l0_kernel.c" else [])
     named = [f"{m} at {train_speed.GMP_TARGET} %" if m in sparse_training.GMP else m for m in sparse_training.METHODS]
     assert [row[0].strip() for row in rows] == ["dense", *named, *in_torch]
     assert rows[0][2].strip() == "1.00x" and all(float(row[1]) > 0 for row in rows)

@@ -11,15 +11,17 @@ import torch
 import data
 import checkpoints
 import utils
-from conftest import run_main
+from conftest import BUILDS, kernel_build, needs_kernel, run_main
 import eval as eval_module
-import speed
+from benchmarks import harness
 from eval import main
 from prune import METHODS, prune
-import kernel
-from kernel import column_plan, compile_kernel, cpu_kernel, csr_kernel_forward, l1_bytes, sparse_plan, sparse_path
-from prune import compact
-from speed import dense_forward, flop_ceiling, machine, peer_paths, torch_sparse_forward, transposed
+from fastpath import plan as kernel_plan
+from csrc import build
+from fastpath.plan import column_plan, cpu_kernel, csr_kernel_forward, l1_bytes, sparse_plan, sparse_path
+from fastpath.compact import compact
+from fastpath.paths import dense_forward, flop_ceiling, torch_sparse_forward, transposed
+from benchmarks.harness import machine, peer_paths
 from model import MLP
 
 
@@ -30,8 +32,7 @@ def pruned_weights(method, k, sizes=(784, 1000, 1000, 500, 200, 10)):
     return pruned, [layer.weight.detach() for layer in pruned.layers]
 
 
-HAS_COMPILER = shutil.which(os.environ.get("CC", "cc")) is not None
-needs_compiler = pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler to build csr_kernel.c")
+needs_compiler = needs_kernel("forward")
 
 
 @needs_compiler
@@ -41,12 +42,9 @@ def test_the_kernel_builds_where_there_is_a_c_compiler():
     assert sparse_path("cpu") == "csr_kernel.c"
 
 
-# Sizes either side of a vector (8 floats with AVX2, 16 with AVX-512) and of a tile (kernel.TILE per thread), one
+# Sizes either side of a vector (8 floats with AVX2, 16 with AVX-512) and of a tile (kernel_plan.TILE per thread), one
 # image (column_kernel.c), and more than one round of tiles.
 BATCHES = (1, 2, 7, 15, 16, 17, 100, 130, 256, 1000, 1001)
-# -march=native, then the same without AVX-512 (AVX2 on a machine that has both), then without AVX at all: the
-# kernels' plain C. The tests run each build this machine can run.
-BUILDS = {"native": (), "AVX2": ("-mno-avx512f",), "no AVX": ("-mno-avx",)}
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -72,9 +70,8 @@ def test_every_forward_path_gives_the_pruned_models_logits(method, k):
 @pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("method, k", [("unit", 90), ("weight", 90), ("unit", 50), ("global", 95), ("random", 99)])
 def test_the_kernels_give_the_pruned_models_logits_at_every_batch(build, method, k, monkeypatch):
-    library, why_not = compile_kernel(os.environ.get("CC", "cc"), BUILDS[build])
-    assert library is not None, why_not
-    monkeypatch.setattr(kernel, "cpu_kernel", lambda: (library, ""))
+    library = kernel_build("forward", build)
+    monkeypatch.setattr(kernel_plan, "cpu_kernel", lambda: (library, ""))
     pruned, weights = pruned_weights(method, k)
     x = torch.randn(max(BATCHES), 784)
     x[:3, :300] = x[0, 0]  # a blank part of the image, as column_kernel.c skips it
@@ -283,9 +280,9 @@ def test_eval_times_every_path_for_every_method(tmp_path, checkpoint, data_dir, 
 def test_eval_times_each_batch_size_and_the_peers_asked_for(tmp_path, checkpoint, data_dir, capsys, monkeypatch):
     """The first size keeps the plain columns; another adds its own, suffixed; a peer that is not installed is
     named in one note and not timed."""
-    real_peers = speed.peer_paths
+    real_peers = harness.peer_paths
     monkeypatch.setattr(eval_module, "peer_libraries", lambda: ({}, ["MKL's sparse BLAS is not timed (test)"]))
-    monkeypatch.setattr(speed, "peer_paths", lambda w: ({k: v for k, v in real_peers(w)[0].items() if k != "mkl"}, []))
+    monkeypatch.setattr(harness, "peer_paths", lambda w: ({k: v for k, v in real_peers(w)[0].items() if k != "mkl"}, []))
     result = run_main(main, ["--sparsity", "weight", "--ks", "90", "--timing-batch", "20,1", "--timing-peers",
                              "--checkpoint", checkpoint, "--data-dir", data_dir, "--results-dir", tmp_path / "results",
                              "--logdir", tmp_path / "runs", "--plot", tmp_path / "plot.png"], capsys)
@@ -312,7 +309,7 @@ def test_a_bad_timing_batch_is_one_line(value, capsys):
 
 def test_without_a_compiler_the_sparse_path_is_torch_csr(tmp_path, checkpoint, data_dir, capsys, monkeypatch):
     missing = str(tmp_path / "no-such-cc")
-    kernel, why_not = compile_kernel(missing)
+    kernel, why_not = build.build("forward", missing)
     assert kernel is None and "no-such-cc" in why_not
     monkeypatch.setenv("CC", missing)
     assert sparse_path("cpu") == "torch CSR"

@@ -5,9 +5,10 @@ import torch
 
 from conftest import assert_fails_cleanly, import_script, run_main
 import checkpoints
-import kernel
-from prune import compact, prune
-from test_speed import needs_compiler
+from fastpath import plan as kernel_plan
+from fastpath.compact import compact
+from prune import prune
+from test_speed import needs_compiler  # noqa: F401
 
 batch_costs = import_script("benchmarks/batch_costs.py")
 
@@ -42,7 +43,7 @@ def test_batch_costs_parts_a_row_per_k_from_the_nets_own_nonzeros(tmp_path, chec
 
 
 def test_batch_costs_says_in_one_line_when_there_is_no_kernel(checkpoint, capsys, monkeypatch):
-    monkeypatch.setattr(kernel, "cpu_kernel", lambda: (None, "cc failed: no compiler here"))
+    monkeypatch.setattr(kernel_plan, "cpu_kernel", lambda: (None, "cc failed: no compiler here"))
     assert_fails_cleanly(run_main(batch_costs.main, ["--checkpoint", checkpoint], capsys), "no C kernel")
 
 

@@ -1,64 +1,32 @@
-"""The forward pass's speed: dense, torch.sparse (COO, CSR), the C kernels (kernel.py) and compaction, timed alike.
-
-Every forward below maps the same images [batch, 784] to the same logits [batch, 10], given the
-pruned net's weight matrices (the logits layer's last).
+"""The timing harness: every forward path of a pruned net timed alike, in interleaved rounds, with the FLOP
+ceilings beside; the libraries a user might try instead; the machine a timing ran on. eval.py times each k
+with it, and the benchmarks their own paths.
 """
+import functools
+import time
 import logging
 import os
 import platform
-import time
-import warnings
 
 import torch
 
-from kernel import cpu_kernel, csr_kernel_forward, l1_bytes, sparse_path, sparse_plan
-from prune import compact
-
-# torch.utils.benchmark pulls in cpp_extension, which logs a warning on machines without CUDA.
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-from torch.utils import benchmark  # noqa: E402
-
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")  # it works; the note is noise
+from fastpath.compact import compact
+from fastpath.paths import dense_forward, flop_ceiling, to_csr, torch_sparse_forward, transposed
+from fastpath.plan import csr_kernel_forward, l1_bytes, sparse_path, sparse_plan
 
 
-def transposed(weights):
-    """Weights as [in_features, out_features], contiguous: the layout dense_forward multiplies by."""
-    return [w.T.contiguous() for w in weights]
-
-
-def dense_forward(weights_t, x):
-    # x @ W.T with W.T stored contiguous, and ReLU in place: the small GEMMs of a compacted net ran 5-10 %
-    # faster so than through F.linear and a fresh ReLU output, measured here; the full-size ones as fast.
-    for weight_t in weights_t[:-1]:
-        x = torch.mm(x, weight_t).relu_()
-    return torch.mm(x, weights_t[-1])
-
-
-def torch_sparse_forward(weights, x):
-    """Weights in a torch.sparse layout (COO or CSR). The activations stay [features, batch]
-    between layers, so each layer is one sparse @ dense product with no transpose in between."""
-    h = x.T
-    for weight in weights[:-1]:
-        h = torch.relu(torch.sparse.mm(weight, h))
-    return torch.sparse.mm(weights[-1], h).T
-
-
-def fastest_path(weights, device, batch=100):
-    """(name, forward, layers) of the fastest path for the pruned net `weights` on `device`: csr_kernel.c on
-    the CPU, laid out for `batch` (any other runs too). Without it, the compacted net, dense: on the CPU,
-    torch CSR only where under a tenth of the compacted net's weights are nonzero, as it beat dense from
-    there (README, "Speed"). A GPU, not timed here, gets the compacted net dense, as cuBLAS runs it."""
-    if torch.device(device).type == "cpu" and cpu_kernel()[0]:
-        return "csr_kernel.c", csr_kernel_forward, sparse_plan(weights, batch)
-    smaller = compact(weights)
-    if torch.device(device).type == "cpu" and flop_ceiling(smaller, smaller) > 10:
-        return "torch CSR", torch_sparse_forward, [w.to_sparse_csr() for w in weights]
-    return "compact", dense_forward, transposed(smaller)
-
-
-def flop_ceiling(weights, used):
-    """Multiply-adds of the dense net over those left in `used`, counting only nonzero weights."""
-    return sum(w.numel() for w in weights) / sum(int(w.count_nonzero()) for w in used)
+@functools.cache
+def torch_benchmark():
+    """torch.utils.benchmark, imported without the warning its import of cpp_extension logs on a machine without
+    CUDA; the logger is left as it was."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import benchmark
+    finally:
+        logger.setLevel(level)
+    return benchmark
 
 
 def scipy_forward(weights, x):
@@ -108,7 +76,7 @@ def time_forwards(weights, x, peers=False):
     """
     paths = {"dense": (dense_forward, transposed(weights)),
              "coo": (torch_sparse_forward, [w.to_sparse() for w in weights]),
-             "csr": (torch_sparse_forward, [w.to_sparse_csr() for w in weights])}
+             "csr": (torch_sparse_forward, to_csr(weights))}
     # The default sparse path: on the CPU csr_kernel.c, which beats torch's CSR (and COO, several times
     # over); on a GPU, or with no C compiler, torch's CSR (timed twice then, under both names).
     kernel = sparse_path(x.device) == "csr_kernel.c"
@@ -128,6 +96,7 @@ def time_forwards(weights, x, peers=False):
 def time_paths(paths, x):
     """The median and IQR, in ms, of each forward in paths = {name: (forward, layers)} on x, timed in
     interleaved rounds: a slow spell of a shared machine hits every path alike."""
+    benchmark = torch_benchmark()
     timers, calls, blocks = {}, {}, {}
     for name, (forward, layers) in paths.items():
         forward(layers, x)  # warm-up, which also compiles the kernel on first use

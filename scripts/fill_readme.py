@@ -1,4 +1,4 @@
-"""Write the tables of README.md and of the pages in docs/ from what docs/make.sh saved in docs/, so that
+"""Write the tables of README.md and of the pages in docs/ from what scripts/make.sh saved in docs/, so that
 no number there is typed by hand.
 
 A page marks each generated part with a pair of comments; everything between them is replaced:
@@ -9,7 +9,7 @@ A page marks each generated part with a pair of comments; everything between the
 
 A name is one of TABLES below, or file:<path>, which takes that file as it is.
 
-    python docs/fill_readme.py
+    python scripts/fill_readme.py
 """
 import argparse
 import csv
@@ -19,7 +19,7 @@ import statistics
 import sys
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parent
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 sys.path.insert(0, str(DOCS.parent))
 import results  # noqa: E402
 import files  # noqa: E402
@@ -38,7 +38,7 @@ def read(name):
     try:
         return {row["k"]: row for row in results.read_rows(path)}
     except (OSError, ValueError) as e:
-        raise utils.UserError(f"cannot read {path} ({e}): run docs/make.sh")
+        raise utils.UserError(f"cannot read {path} ({e}): run scripts/make.sh")
 
 
 def mean_std(row, column="accuracy"):
@@ -205,7 +205,7 @@ def times():
 
 
 def sections():
-    """Each docs/make.sh section's wall time, one table per machine (its CPU and JOBS), and the sum of them all where
+    """Each scripts/make.sh section's wall time, one table per machine (its CPU and JOBS), and the sum of them all where
     every section has run there but readme, whose time is written after it has made these tables."""
     by_machine = {}
     path = DOCS / "times" / "sections.csv"
@@ -215,12 +215,12 @@ def sections():
                 by_machine.setdefault(machine, {})[section] = float(seconds)
     tables = []
     for machine, seconds in by_machine.items():
-        rows = [[f"`bash docs/make.sh {section}`", duration(seconds[section])] for section in SECTIONS
+        rows = [[f"`bash scripts/make.sh {section}`", duration(seconds[section])] for section in SECTIONS
                 if section in seconds]
         if all(section in seconds for section in SECTIONS[:-1]):
             rows.append(["all of them", duration(sum(seconds.values()))])
         tables.append(f"On {machine}:\n\n" + results.markdown(["section", "wall time"], rows, text_columns=(0,)))
-    return "\n\n".join(tables) or "No section has been timed yet: `bash docs/make.sh` times each."
+    return "\n\n".join(tables) or "No section has been timed yet: `bash scripts/make.sh` times each."
 
 
 def time_table(by_command):
@@ -259,7 +259,7 @@ def generate(name):
             return (DOCS.parent / name[len("file:"):]).read_text().strip()
         return TABLES[name]()
     except (OSError, ValueError, KeyError) as e:  # a file of docs/ missing, or from an older make.sh
-        raise utils.UserError(f"cannot make the table {name!r} ({e}): run docs/make.sh")
+        raise utils.UserError(f"cannot make the table {name!r} ({e}): run scripts/make.sh")
 
 
 PAGES = [DOCS.parent / "README.md", *(DOCS / name for name in ("results.md", "sparse-training.md", "speed.md"))]

@@ -1,6 +1,6 @@
 """Training a pruned net at the cost of its nonzeros: a hidden layer held by a mask (MaskedLinear) runs its three
 matrix products, y = W x and the gradients of x and of W, over the weights its mask keeps (masked_kernel.c),
-once the mask prunes at least SPARSE_FROM of them. gmp (sparse_training.py) and retraining (prune.retrain)
+once the mask prunes at least SPARSE_FROM of them. gmp (sparse_training/gmp.py) and retraining (retrain.py)
 train through it.
 
 The products are the dense ones without the terms that are zero, summed in another order, so a net trains to
@@ -8,60 +8,59 @@ the same weights up to rounding. Where the kernel cannot run (no C compiler, a G
 most weights, the layer is a plain Linear: there its weights, held at zero where pruned (prune.hold_at_zero),
 give the dense products exactly.
 """
-import ctypes
-import functools
-import os
-from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils import build_library
+from csrc import build, check
 
-KERNEL_FLAGS = ["-O3", "-funroll-loops", "-march=native", "-fopenmp", "-fPIC"]
-
-# The share of a layer's weights its mask must prune for the kernel to run it. The three products of each hidden
-# layer at batch 128 on one thread, autograd's calls included, against torch's dense ones (docs/masked_layer.md, AMD
-# EPYC Zen 3): 0.9-1.0x as fast at 70 % pruned, 1.3-1.4x at 80 %, 1.9-2.5x at 90 %, 2.4-4.1x at 95 %, 3.1-8.7x at
-# 99 % (the small last hidden layer gains least).
+# The share of a layer's weights its mask must prune for the kernel to run it: below, torch's dense products are
+# as fast (python benchmarks/masked_layer.py times the three products at each sparsity: docs/masked_layer.md).
 SPARSE_FROM = 0.75
 
 
-@functools.cache
-def masked_kernel(compiler, extra_flags=()):
-    """masked_kernel.c built with `compiler` (extra_flags after -march=native): (the library, "") or (None, why
-    not)."""
-    sources = [Path(__file__).with_name("masked_kernel.c")]
-    library, why_not = build_library(compiler, sources, [*KERNEL_FLAGS, *extra_flags], ["-fopenmp"])
-    if library is not None:
-        arguments = [ctypes.c_void_p] * 6 + [ctypes.c_long, ctypes.c_long, ctypes.c_int]
-        library.masked_product.argtypes = arguments
-        library.masked_gradient.argtypes = [*arguments, ctypes.c_long]  # and the columns of the gradient
-        library.masked_product.restype = library.masked_gradient.restype = None
-    return library, why_not
-
-
 def cpu_masked_kernel():
-    return masked_kernel(os.environ.get("CC", "cc"))[0]
+    return build.load("masked")[0]
+
+
+class Lists(NamedTuple):
+    """A mask's nonzeros as masked_kernel.c takes them, by row (by column) of the mask, of `shape`: the nonzeros of
+    row (column) r are [start[r], start[r + 1]), each in column (row) index[p], at the flat position at[p]."""
+    start: torch.Tensor
+    index: torch.Tensor
+    at: torch.Tensor
+    shape: tuple
+    by_column: bool
 
 
 def nonzero_lists(mask, by_column=False):
-    """The nonzeros of `mask` as masked_kernel.c takes them: (start, index, at), by row (by column): the nonzeros of
-    row (column) r are [start[r], start[r + 1]), each in column (row) index[p], at the flat position at[p]."""
+    """The nonzeros of `mask` as Lists, by row or by column."""
     rows, columns = mask.shape
+    check.fits(rows * columns, 31, "a masked layer's weights")  # int32 positions
     major, minor = (mask.T if by_column else mask).nonzero(as_tuple=True)
     row, column = (minor, major) if by_column else (major, minor)
     start = torch.zeros((columns if by_column else rows) + 1, dtype=torch.int64)
     start[1:] = torch.bincount(major, minlength=len(start) - 1).cumsum(0)
-    return start, minor.int(), (row * columns + column).int()
+    return Lists(start, minor.int(), (row * columns + column).int(), (rows, columns), by_column)
 
 
-def run(function, lists, a, b, out, width, *more):
-    """function(lists, a, b, out, ...) of masked_kernel.c, on torch's threads."""
-    start, index, at = lists
-    function(start.data_ptr(), index.data_ptr(), at.data_ptr(), a.data_ptr(), b.data_ptr(), out.data_ptr(),
-             len(start) - 1, width, torch.get_num_threads(), *more)
+def run(function, lists, a, b, out, *more):
+    """function(lists, a, b, out, ...) of masked_kernel.c, on torch's threads, each tensor checked against the
+    mask the lists were made from. b [*, width] holds a row for each column (row) the lists name; out holds a row
+    for each of their rows (columns); the matrix `at` points into, a for masked_product and out for
+    masked_gradient, has the mask's shape."""
+    lines, named = lists.shape[::-1] if lists.by_column else lists.shape
+    width, nonzeros = b.shape[1], len(lists.index)
+    shapes = {"the mask's starts": (lists.start, torch.int64, (lines + 1,)),
+              "the mask's indices": (lists.index, torch.int32, (nonzeros,)),
+              "the mask's positions": (lists.at, torch.int32, (nonzeros,)),
+              "the masked product's first operand": (a, torch.float32, (lines, width) if more else lists.shape),
+              "the masked product's second operand": (b, torch.float32, (named, width)),
+              "the masked product's output": (out, torch.float32, lists.shape if more else (lines, width))}
+    pointers = [check.address(tensor, name, dtype, shape) for name, (tensor, dtype, shape) in shapes.items()]
+    function(*pointers, lines, width, torch.get_num_threads(), *more)
 
 
 class MaskedProduct(torch.autograd.Function):
@@ -72,8 +71,8 @@ class MaskedProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, by_row, by_column, kernel):
         h = x.T.contiguous()
-        out = torch.empty(weight.shape[0], h.shape[1])
-        run(kernel.masked_product, by_row, weight, h, out, h.shape[1])
+        out = torch.empty(weight.shape[0], h.shape[1], dtype=torch.float32)
+        run(kernel.masked_product, by_row, weight, h, out)
         ctx.save_for_backward(h, weight)
         ctx.lists, ctx.kernel = (by_row, by_column), kernel
         return out.T
@@ -85,11 +84,11 @@ class MaskedProduct(torch.autograd.Function):
         g = grad_out.T.contiguous()
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_h = torch.empty(weight.shape[1], g.shape[1])
-            run(kernel.masked_product, by_column, weight, g, grad_h, g.shape[1])
+            grad_h = torch.empty(weight.shape[1], g.shape[1], dtype=torch.float32)
+            run(kernel.masked_product, by_column, weight, g, grad_h)
             grad_x = grad_h.T
         grad_weight = torch.empty_like(weight)  # the kernel writes every element: 0 where pruned
-        run(kernel.masked_gradient, by_row, g, h, grad_weight, g.shape[1], weight.shape[1])
+        run(kernel.masked_gradient, by_row, g, h, grad_weight, weight.shape[1])
         return grad_x, grad_weight, None, None, None
 
 

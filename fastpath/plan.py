@@ -1,18 +1,18 @@
-"""The C kernels of the sparse path on the CPU, built with the machine's C compiler at first use, and the
-plans they take: csr_kernel.c for a batch, samples in a vector's lanes; column_kernel.c for one image, column
-by column, skipping the columns whose activation is zero. Why C and not numba: docs/speed.md.
+"""What the C kernels of the forward pass take (csrc/csr_kernel.c for a batch, samples in a vector's lanes;
+csrc/column_kernel.c for one image, column by column, skipping the columns whose activation is zero), laid out
+once per pruned net, and the call into them.
+
+A plan is checked as it is made (its arrays' types, and that every index fits its width) and holds its arrays,
+so a call only checks its input (csrc/check.py).
 """
 import ctypes
-import functools
-import os
 from pathlib import Path
 
 import torch
 
-from prune import compact
-from utils import UserError, build_library
-
-KERNEL_FLAGS = ["-O3", "-funroll-loops", "-march=native", "-fopenmp", "-fPIC"]
+from csrc import build, check
+from fastpath.compact import compact
+from utils import UserError
 
 
 class Layer(ctypes.Structure):
@@ -27,28 +27,9 @@ class ColumnLayer(ctypes.Structure):
                 *((name, ctypes.c_int64) for name in ("rows", "columns", "dense"))]
 
 
-SOURCES = ("csr_kernel.c", "column_kernel.c")
-
-
-@functools.cache
-def compile_kernel(compiler, extra_flags=()):
-    """(the compiled kernels, "") or (None, why not). extra_flags follow -march=native: -mno-avx512f, say, builds
-    for AVX2 on a machine with AVX-512."""
-    sources = [Path(__file__).with_name(source) for source in SOURCES]
-    kernel, why_not = build_library(compiler, sources, [*KERNEL_FLAGS, *extra_flags], ["-fopenmp"])
-    if kernel is None:
-        return None, why_not
-    pointer = ctypes.c_void_p  # the arrays' types are checked where they are made (sparse_plan), not per call
-    kernel.csr_forward.argtypes = [pointer, ctypes.c_int, pointer, ctypes.c_long, pointer, pointer, ctypes.c_int,
-                                   ctypes.c_long]
-    kernel.csr_forward.restype = None
-    kernel.column_forward.argtypes = [pointer, ctypes.c_int, pointer, pointer, pointer, ctypes.c_int]
-    kernel.column_forward.restype = None
-    return kernel, ""
-
-
 def cpu_kernel():
-    return compile_kernel(os.environ.get("CC", "cc"))
+    """(the forward kernels, "") or (None, why not)."""
+    return build.load("forward")
 
 
 def kernel_to_time():
@@ -82,11 +63,10 @@ def padded_width(batch):
 
 
 # A layer with at least this share of nonzero weights is stored dense (as a compacted unit-pruned net's are): a
-# net pruned to 3/4 ran 13 % faster stored dense than as nonzeros here, one pruned to 1/2 19 % slower.
+# dense product streams its weights in vectors with no index to load, which beats skipping a quarter of them.
 DENSE_FROM = 0.75
 # The samples a thread takes in one round: a larger batch goes in rounds of tiles, so that a tile's activations
-# (1000 rows x 64 x 4 bytes) stay in the L2 cache. At batch 1000 on the AMD Zen 3 here, tiles of 64 ran 1.2-1.4x
-# faster than one slice of 500 a thread, and than tiles of 32 or 128 (docs/speed.md).
+# (1000 rows x 64 x 4 bytes) stay in the L2 cache, where one slice of 500 samples a thread would not.
 TILE = 64
 
 
@@ -107,15 +87,16 @@ def sparse_plan(weights, batch=100):
                                 dense=1))
         else:
             # Fewer panels where a row would have fewer than 20 nonzeros in one: short segments cost more in
-            # loads and stores of sums than the L1 cache saves (measured at 50-99 % sparsity).
+            # loads and stores of sums than the L1 cache saves (docs/speed.md, "The kernel").
             panels = max(1, min(l1_panels, -(-nonzeros // (20 * rows))))
             arrays.append(segments(weight, panels, every_row_last=number < len(smaller), row_bytes=4 * width))
             layers.append(Layer(**{name: a.data_ptr() for name, a in arrays[-1].items()}, rows=rows, columns=columns,
                                 panels=panels, dense=0))
     features = max(max(w.shape) for w in smaller)
+    scratch = torch.empty(2 * threads * features * width, dtype=torch.float32)  # each thread's two activations
     return {"layers": (Layer * len(layers))(*layers), "arrays": arrays, "threads": threads,  # arrays: keeps the memory
-            "width": width, "scratch": torch.empty(2 * threads * features * width),  # each thread's two activations
-            "outputs": weights[-1].shape[0], "run": cpu_kernel()[0].csr_forward, "one": column_plan(smaller)}
+            "width": width, "scratch": scratch, "inputs": smaller[0].shape[1], "outputs": weights[-1].shape[0],
+            "run": cpu_kernel()[0].csr_forward, "one": column_plan(smaller)}
 
 
 def segments(weight, panels, every_row_last, row_bytes):
@@ -124,6 +105,8 @@ def segments(weight, panels, every_row_last, row_bytes):
     The first panel has a segment for every row, as it sets the sums; so does the last where ReLU follows
     (every_row_last), as it applies it."""
     rows, columns = weight.shape
+    check.fits(columns * row_bytes, 31, "a layer's columns times a row of activations, in bytes")  # int32 offsets
+    check.fits(rows, 31, "a layer's rows")
     row, column = weight.nonzero(as_tuple=True)
     panel = column * panels // columns
     counts = torch.bincount(panel * rows + row, minlength=panels * rows).view(panels, rows)
@@ -146,11 +129,9 @@ def segments(weight, panels, every_row_last, row_bytes):
 
 
 # One image goes on two threads (or torch's, if fewer) where its work is at least this many nonzeros, and on
-# one below: there the barrier after each layer cost as much as the second thread saved. A weight of a dense
-# layer counts as an eighth of a nonzero: vectorised, it cost about 7x less (unit pruning at 80 % against weight
-# pruning at 98 %, below). The sparse pass on two threads against one, on Fashion-MNIST (AMD EPYC, Zen 4; 8
-# alternated rounds of speed.time_paths): weight pruning 90-97 % (240,000-72,000 nonzeros) 1.3x faster; 98 %
-# (48,000) 0.8-1.2x from run to run; unit pruning 80 % (221,000 weights, all in dense layers) 0.7x.
+# one below, where the barrier after each layer costs as much as the second thread saves. A weight of a dense
+# layer counts as an eighth of a nonzero, as vectorised it costs that much less. One thread against two, per k:
+# python benchmarks/one_image_threads.py (docs/speed/one_image_threads.md).
 TWO_THREADS_FROM = 50_000
 
 
@@ -166,6 +147,8 @@ def column_plan(smaller, threads=None):
     layers, arrays = [], []
     for number, weight in enumerate(smaller):
         rows, columns = weight.shape
+        check.fits(rows, 16, "a layer's rows")  # uint16 rows
+        check.fits(int(weight.count_nonzero()), 31, "a layer's nonzeros")  # int32 starts
         weight = weight.float()
         arrays.append({"row_sum": weight.sum(dim=1).contiguous()} if number == 0 else {})
         if int(weight.count_nonzero()) >= DENSE_FROM * rows * columns:
@@ -182,7 +165,7 @@ def column_plan(smaller, threads=None):
         work = sum(a["val"].numel() / (1 if "start" in a else 8) for a in arrays)  # a layer's nonzeros, or weights
         threads = min(torch.get_num_threads(), 2) if work >= TWO_THREADS_FROM else 1
     # each thread's: two layers' sums, its activations and its list of the nonzero ones, in whole cache lines
-    scratch = torch.empty(4 * threads * padded_features(smaller))
+    scratch = torch.empty(4 * threads * padded_features(smaller), dtype=torch.float32)
     # The call's fixed arguments as plain ints, made once: csr_kernel_forward says why.
     return {"layers": layers, "arrays": arrays, "scratch": scratch, "threads": threads,
             "run": cpu_kernel()[0].column_forward,
@@ -191,12 +174,13 @@ def column_plan(smaller, threads=None):
 
 def csr_kernel_forward(plan, x):
     """The whole forward pass in one call to the kernels: column_kernel.c for one image, csr_kernel.c for more. One call
-    at a time per plan: they share its scratch."""
-    # At batch 1 and 99 % sparsity the C pass takes ~15 us, so the Python around it counts: with the arguments
-    # ready-made and x.size(0) for len(x) (half the cost), a call took 1-2.5 us less here (AMD EPYC).
-    x = x.contiguous()
+    at a time per plan: they share its scratch. x [batch, inputs]: of another float type, or not contiguous, it is
+    copied to what the kernels read; not a float tensor on the CPU of that shape, it is refused (csrc/check.py)."""
+    # One image at 99 % sparsity is a short pass, so the Python around it counts (python
+    # benchmarks/one_image_threads.py times the call): the arguments are ready-made, and x.size(0) is len(x).
+    x = check.as_input(x, "the images", plan["inputs"])
     batch = x.size(0)
-    logits = torch.empty(batch, plan["outputs"])
+    logits = torch.empty(batch, plan["outputs"], dtype=torch.float32)
     if batch == 1:
         layers, n_layers, scratch, threads = plan["one"]["arguments"]
         plan["one"]["run"](layers, n_layers, x.data_ptr(), logits.data_ptr(), scratch, threads)

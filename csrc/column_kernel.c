@@ -15,7 +15,12 @@
  * instead (each thread half of every layer's rows), two threads ran little faster than one here (AMD EPYC,
  * Zen 4); split by columns, see kernel.TWO_THREADS_FROM.
  */
+#ifdef _OPENMP
 #include <omp.h>
+#else  /* built without OpenMP (csrc/build.py): one thread */
+static int omp_get_thread_num(void) { return 0; }
+static int omp_get_num_threads(void) { return 1; }
+#endif
 #include <stdint.h>
 
 typedef struct {             /* one layer; mirrored by kernel.ColumnLayer */

@@ -20,7 +20,12 @@
  * - A panel's segments run shortest first, so that the branch closing each one is predicted: in the
  *   order of the rows, a pass at 90 % took 9 % longer.
  */
+#ifdef _OPENMP
 #include <omp.h>
+#else  /* built without OpenMP (csrc/build.py): one thread */
+static int omp_get_thread_num(void) { return 0; }
+static int omp_get_num_threads(void) { return 1; }
+#endif
 #include <stdint.h>
 #ifdef __AVX__
 #include <immintrin.h>

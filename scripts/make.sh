@@ -2,10 +2,10 @@
 # Regenerate every figure and table of README.md and docs/*.md on this machine, from nothing: three seeds
 # trained on Fashion-MNIST, pruned by every method, retrained, compared with small dense nets and with nets
 # trained to be sparse, timed in separate processes, and the pages' tables rewritten from what they wrote
-# into docs/ (docs/fill_readme.py).
+# into docs/ (scripts/fill_readme.py).
 #
-#     bash docs/make.sh                  # every section, in order
-#     bash docs/make.sh sparse readme    # some of them (each needs what the sections before it trained)
+#     bash scripts/make.sh                  # every section, in order
+#     bash scripts/make.sh sparse readme    # some of them (each needs what the sections before it trained)
 #
 # Sections: train sweeps retrain small-dense speed benchmarks sparse tests readme. Needs the Fashion-MNIST
 # IDX files in data/FashionMNIST/raw (README.md, "Offline"). Each command's wall time goes to
@@ -30,7 +30,7 @@ THREADS=$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))
 
 now() { python -c "import time; print(time.time())"; }
 # The machine beside each time: this VM has come up on CPUs that train at different speeds.
-CPU=$(python -c "import speed; print(speed.machine('cpu'))")
+CPU=$(python -c "from benchmarks.harness import machine; print(machine('cpu'))")
 MACHINE="$CPU, $(python -c "import torch; print(torch.get_num_threads())") threads"
 JOB_MACHINE=$MACHINE  # the same beside a run queued with others
 if (( JOBS > 1 )); then
@@ -198,7 +198,7 @@ tests() {
 }
 
 readme() {
-    python docs/fill_readme.py
+    python scripts/fill_readme.py
 }
 
 # Each section's own wall time goes to docs/times/sections.csv (its queued commands overlap, so their times do not
