@@ -241,7 +241,7 @@ def hidden_weight(path, number, layer):
     row = torch.repeat_interleave(torch.arange(rows), counts)
     if ((row * columns + column).diff() <= 0).any():  # also catches a column given twice in a row
         raise damaged(path, f"{name}'s col_indices do not increase within each row")
-    weight = torch.zeros(expected)
+    weight = torch.zeros(expected, dtype=torch.float32)  # as saved, whatever the default dtype
     weight[row, column] = values
     return weight
 

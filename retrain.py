@@ -30,11 +30,10 @@ def retrain(model, train_data, epochs, lr, batch_size, seed, l1=0.0, weight_deca
 
     Only the units the masks leave alive train, as the smaller net compact() would make of them: its
     outputs and its weights' gradients are the full net's, as the dead units' outputs are exactly zero,
-    but it costs fewer multiplies: a step at batch 128 took 1.5x / 2.9x less time at weight pruning 90 / 99 %,
-    2.5x / 9.3x at unit pruning 50 / 90 % (seed 0 on Fashion-MNIST, AMD EPYC Zen 4, medians of 3 rounds). The
-    weights it leaves out stay as they were: each is masked or multiplies a zero. A layer of the smaller net whose
-    mask still prunes most of it, as weight pruning leaves them, trains through masked_layer.MaskedLinear, at the
-    cost of the weights it keeps.
+    but it costs fewer multiplies, the more the fewer units are left. The weights it leaves out stay as they were:
+    each is masked or multiplies a zero. A layer of the smaller net whose mask still prunes most of it, as weight
+    pruning leaves them, trains through sparse_training/masked.py's MaskedLinear, at the cost of the weights it
+    keeps.
     """
     rows, columns = live_units([*(layer.weight_mask for layer in model.hidden), model.layers[-1].weight])
     weights = [*(layer.weight_orig for layer in model.hidden), model.layers[-1].weight]  # what training changes

@@ -14,7 +14,7 @@ it holds: at 100 on two threads with AVX2, 13 vectors of 8 (4 lanes empty), one 
 other 6 and then waits, so the pass takes 7 vectors' time where 6.25 would hold the samples. The
 "rounding to vectors" column is b times that difference.
 
-Each time is the median of --repeats runs of speed.time_paths, each the median of interleaved rounds in one
+Each time is the median of --repeats runs of benchmarks/harness.py's time_paths, each the median of interleaved rounds in one
 process, so that a slow spell of a shared machine hits every batch alike.
 
     python benchmarks/batch_costs.py --checkpoint checkpoints/seed0.pt --out docs/speed/batch_costs.md
@@ -94,7 +94,7 @@ def main(argv=None):
                         help="weight pruning's k, comma-separated; default: %(default)s")
     parser.add_argument("--batch", type=utils.positive_int, default=100, help="default: %(default)s")
     parser.add_argument("--repeats", type=utils.positive_int, default=5,
-                        help="runs of speed.time_paths per k, each of interleaved rounds; the median of their "
+                        help="runs of benchmarks/harness.py's time_paths per k, each of interleaved rounds; the median of their "
                              "medians is kept; default: %(default)s")
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """One image on one thread against two, timed again and again: how steady the second core's help is.
 
-column_kernel.c runs one image on two threads where the net is large (kernel.TWO_THREADS_FROM): each takes
+column_kernel.c runs one image on two threads where the net is large (fastpath/plan.py's TWO_THREADS_FROM): each takes
 half of every layer's active columns, with a barrier after each layer, so the pass waits for the slower
 core at every layer. On a shared VM the second core's speed comes and goes with the neighbours' load, so
 a single timing of two threads is an anecdote. This alternates short blocks of the pass on one thread and

@@ -8,7 +8,7 @@ round gives each method's time per step over the dense recipe's in that round, a
 median over --rounds rounds (and their range), with the median time per step. Where vd_kernel.c builds, vd
 runs twice: its σ² and KL in C, as train.py takes them, and in torch, as where there is no C compiler; so does
 l0, its gates in C (l0_kernel.c) and in torch. gmp and gmp-global are timed at their target of 95 %, their
-products over the kept weights (masked_layer.py): until their masks prune 75 %, a step costs what a dense one
+products over the kept weights (sparse_training/masked.py): until their masks prune 75 %, a step costs what a dense one
 does.
 
     python benchmarks/train_speed.py --out docs/train_speed.md
@@ -43,7 +43,7 @@ def trainer(method, batch_size, steps, in_c=True):
     keeps vd's σ² and KL, or l0's gates, to torch."""
     model = MLP()
     # gmp on a schedule of one step: its masks at the target from the first step on, so that its rows give the cost
-    # of a step at the target, as the last 30 % of its run trains (masked_layer.py), not of the dense net it starts as
+    # of a step at the target, as the last 30 % of its run trains (sparse_training/masked.py), not of the dense net it starts as
     schedule = 1 if method in sparse_training.GMP else steps
     penalty, after_step = sparse_training.prepare(method, model, schedule, TRAINING_IMAGES, target=GMP_TARGET,
                                                   strength=sparse_training.DEFAULT_STRENGTH.get(method))

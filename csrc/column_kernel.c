@@ -1,19 +1,19 @@
 /* The forward pass of a pruned MLP on one image: h = relu(W @ h) layer by layer, the last without ReLU, on one
- * thread or more. kernel.py builds the layers (column_plan) and calls column_forward for a batch of one.
+ * thread or more. fastpath/plan.py builds the layers (column_plan) and calls column_forward for a batch of one.
  *
  * Why not csr_kernel.c's way: it puts samples in the lanes of a vector, and one image fills one lane of 8
- * (AVX2) or 16 (AVX-512). Nor a row's nonzeros in the lanes, fetching their activations by a gather: on the
- * AMD Zen 3 here that ran no faster than one nonzero at a time. What one image offers instead is zeros: after
+ * (AVX2) or 16 (AVX-512). Nor a row's nonzeros in the lanes, fetching their activations by a gather, which
+ * runs no faster than one nonzero at a time. What one image offers instead is zeros: after
  * a ReLU, 45-70 % of a trained net's activations are zero, so the product is taken column by column,
- * out += h[j] * W[:, j], and a column whose h[j] is zero is skipped with all its nonzeros (2-3x less work
- * at 90-99 % sparsity, measured on Fashion-MNIST). The input is not zero where it is blank, but constant:
+ * out += h[j] * W[:, j], and a column whose h[j] is zero is skipped with all its nonzeros, about half the
+ * work. The input is not zero where it is blank, but constant:
  * x minus its first pixel (blank in MNIST-like images) is zero there, and W @ x = W @ (x - b) + b * (W @ 1)
  * for any b, so the first layer skips those columns too, and stays exact for any image.
  * Threads split a layer's columns, not its rows: each takes a share of the active columns into sums of its own,
  * and after a barrier each adds up every thread's sums into its own copy of the next activations. No line of
  * memory is written by two cores while they work, and each reads the other's sums once a layer. Split by rows
- * instead (each thread half of every layer's rows), two threads ran little faster than one here (AMD EPYC,
- * Zen 4); split by columns, see kernel.TWO_THREADS_FROM.
+ * instead (each thread half of every layer's rows), each would read the half of the activations the other
+ * wrote at every layer. Where two threads pay: fastpath/plan.py's TWO_THREADS_FROM.
  */
 #ifdef _OPENMP
 #include <omp.h>
@@ -110,7 +110,7 @@ void column_forward(const clayer_t *layers, int n_layers, const float *x, float 
     int64_t features = layers[0].columns;
     for (int l = 0; l < n_layers; l++) features = layers[l].rows > features ? layers[l].rows : features;
     features = (features + 15) / 16 * 16;  /* each thread's memory in whole cache lines: none shared */
-    if (threads == 1) {  /* no parallel region: entering one, even of one thread, cost 2-3 us at 99 % here */
+    if (threads == 1) {  /* no parallel region: entering one, even of one thread, costs as much as a short pass */
         forward_share(layers, n_layers, x, logits, scratch, features, 0, 1);
         return;
     }

@@ -1,5 +1,5 @@
 /* The forward pass of a pruned MLP on the CPU, every layer in one call: h = relu(W @ h), the last
- * layer without ReLU. speed.py builds the layers (sparse_plan) and calls csr_forward.
+ * layer without ReLU. fastpath/plan.py builds the layers (sparse_plan) and calls csr_forward.
  *
  * W is cut into column panels, and each panel into segments: the nonzeros of one row in that panel,
  * val[p] for p in [start[g], start[g + 1]), added to row row[g] of out. Panel q holds segments
@@ -7,18 +7,18 @@
  * slice of the batch in whole vectors, fixed by the plan; offset[p] is where the row of h that val[p]
  * multiplies starts, in bytes (its column * 4 * width): no multiply per nonzero, as a column index would need.
  *
- * Why it is shaped so (each step measured here; README, "Speed"):
+ * Why it is shaped so (docs/speed.md, "The kernel", gives each step's measurements and their commands):
  * - A nonzero w at (i, j) adds w * h[j] to out[i]: a scaled row of activations, VEC samples per vector.
  *   The partial sums of a row stay in registers while its nonzeros stream past, so each nonzero costs
  *   its loads of h[j] and its multiply-adds, with no load and store of out[i] in between.
  * - Each thread runs the whole net on its own slice of the batch, with no barrier: nothing one core
  *   writes is read by the other. Splitting rows instead, each core read the half of every layer's
- *   input that the other had written from its cache, and a pass at 99 % sparsity took 1.7 times as long.
+ *   input that the other had written from its cache.
  * - Rows of h are read in the order of the nonzeros, not in sequence. A panel's rows of h are sized by
- *   speed.py to the L1 cache, so that they are read from there, unless that leaves too few nonzeros
+ *   fastpath/plan.py to the L1 cache, so that they are read from there, unless that leaves too few nonzeros
  *   per segment.
  * - A panel's segments run shortest first, so that the branch closing each one is predicted: in the
- *   order of the rows, a pass at 90 % took 9 % longer.
+ *   order of the rows, the closing branch is a coin toss.
  */
 #ifdef _OPENMP
 #include <omp.h>
@@ -134,7 +134,7 @@ static inline __attribute__((always_inline)) void dense_rows(const float *w, lon
 /* The rows a dense block takes for n vectors of sums: as many as the registers hold, up to 4. */
 #define BLOCK_ROWS(n) (MAX_CHUNK / (n) >= 4 ? 4 : MAX_CHUNK / (n) >= 2 ? 2 : 1)
 
-/* out = W @ h, then ReLU if asked, for a layer stored dense: speed.py stores a layer so where most of its weights
+/* out = W @ h, then ReLU if asked, for a layer stored dense: fastpath/plan.py stores a layer so where most of its weights
  * are nonzero, as in a compacted unit-pruned net, and then no column index is loaded. */
 static void dense_layer(const layer_t *layer, const float *h, float *out, long width, long vectors, int relu) {
     long chunk = chunk_size(vectors), rows = layer->rows, columns = layer->columns;
@@ -164,8 +164,8 @@ static void dense_layer(const layer_t *layer, const float *h, float *out, long w
 }
 
 /* h[j][s] = x[s][j] for the samples s < batch, and 0 for those up to width (a multiple of 8), the rows of h
- * stride apart. In 8 x 8 blocks in registers where there is AVX, written along the rows of h: 4.4 us for 52
- * samples here, against 10 us for a plain loop or for the blocks taken along the rows of x. */
+ * stride apart. In 8 x 8 blocks in registers where there is AVX, written along the rows of h, so that each
+ * store is a whole vector, where a plain loop stores one float at a time. */
 static void transpose(const float *x, long batch, long in, float *h, long stride, long width) {
     long j = 0;
 #ifdef __AVX__

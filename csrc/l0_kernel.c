@@ -1,9 +1,9 @@
-/* The costly part of a training step of L0 regularisation with a gate per weight (sparse_layers.py), in one pass
+/* The costly part of a training step of L0 regularisation with a gate per weight (sparse_training/l0.py), in one pass
  * over a layer: each gate's uniform noise, the gate, the gated weight, the gate's slope in log α, and the gate's
  * chance of being open with its derivative, for the penalty. And the backward, in one more.
  *
  * In torch these took a dozen passes over the layer, forward and backward, the noise drawn by torch's generator
- * in one of its own, and two thirds of an l0 step. The noise here is a hash of the weight's index and a seed
+ * in one of its own. The noise here is a hash of the weight's index and a seed
  * drawn from torch's generator each step: the same gates for the same seed on any number of threads, and three
  * multiplies a weight where a generator that carries its state from one number to the next cannot be
  * vectorised. The exponentials and logarithms are glibc's vector ones, under -ffast-math, as for vd_kernel.c.

@@ -1,5 +1,5 @@
 /* The three matrix products of a training step of a pruned layer, over its mask's nonzeros only
- * (masked_layer.py). Activations are feature-major, [features][width], width the batch: each nonzero then
+ * (sparse_training/masked.py). Activations are feature-major, [features][width], width the batch: each nonzero then
  * scales or meets a whole row of the batch, VEC samples a vector.
  *
  * A layer's mask is given twice, as lists of nonzeros by row of W (for y = W x) and by column (for the
@@ -13,7 +13,8 @@
 #define VEC 8        /* floats per vector: AVX2's; AVX-512 runs them too */
 #define MAX_CHUNK 8  /* vectors of sums in registers: with FMA's latency of 4 and two a cycle, 8 keep both busy */
 /* Nonzeros ahead whose rows of activations are fetched: the rows lie in the L2 cache, in an order no hardware
- * prefetcher follows. 8 ahead made the forward pass about 20 % faster here (AMD Zen 3); 4 and 16 did about as well. */
+ * prefetcher follows; 4 to 16 ahead all cover the L2's latency (python benchmarks/masked_layer.py times the
+ * products). */
 #define PREFETCH 8
 typedef float vec __attribute__((vector_size(VEC * 4), aligned(4)));  /* loads need only 4-byte alignment */
 

@@ -1,10 +1,10 @@
-/* The costly part of a training step of sparse variational dropout (sparse_layers.py), in one pass over a layer:
+/* The costly part of a training step of sparse variational dropout (sparse_training/vd.py), in one pass over a layer:
  * from each weight's θ and log σ², its σ², its KL term and the KL's derivatives in θ and log σ².
  *
  * In torch these took a dozen passes over the layer, forward and backward, each reading and writing tensors
- * the size of the layer, and a third of a step. Here each weight is read once and its four results written
+ * the size of the layer. Here each weight is read once and its four results written
  * once; the exponentials and logarithms are glibc's vector ones (libmvec), which GCC calls only under
- * -ffast-math. kernel.py compiles this file so, and links it without, as GCC before 13 would otherwise link
+ * -ffast-math. csrc/build.py compiles this file so, and links it without, as GCC before 13 would otherwise link
  * in code that sets the CPU to flush subnormal floats to zero for the whole process.
  *
  * log α = log σ² − log(θ² + ε); KL ≈ k1 − k1 s + ½ log(1 + 1/α), s = sigmoid(k2 + k3 log α) (Molchanov et al.

@@ -137,7 +137,7 @@ class GateTerms(torch.autograd.Function):
     def backward(ctx, grad_gated, grad_open):
         weight, gates, slope, d_open = ctx.saved_tensors
         shape = tuple(weight.shape)
-        grad_gated = torch.zeros(shape) if grad_gated is None else grad_gated
+        grad_gated = torch.zeros(shape, dtype=torch.float32) if grad_gated is None else grad_gated
         grad_gated = grad_gated.to(torch.float32).contiguous()
         grad_weight, grad_log_alpha = (torch.empty(shape, dtype=torch.float32) for _ in range(2))
         pointers = [check.address(t, f"l0's {name}", torch.float32, shape) for t, name in

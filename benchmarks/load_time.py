@@ -1,0 +1,85 @@
+"""How long a user's process waits for a saved pruned net: `inference.load` in a new process, with the kernels'
+cache cold (the first run on a machine, which compiles them) and warm (every later one, which loads them).
+
+Each run is a fresh `python -c` that imports inference (timed apart: torch's import is most of it) and then
+times inference.load(path) and one call on a batch of 100 images; the cold runs each get an empty cache folder
+($XDG_CACHE_HOME), the warm ones share one filled beforehand. Runs alternate cold and warm, so that a slow spell
+of a shared machine hits both. Prints, and with --out writes, the median and range of each.
+
+    python benchmarks/load_time.py --net nets/weight-95.pt --runs 7
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+import files  # noqa: E402
+import utils  # noqa: E402
+from benchmarks.harness import machine  # noqa: E402
+
+PROCESS = """
+import json, sys, time
+start = time.perf_counter()
+import torch, inference
+imported = time.perf_counter()
+net = inference.load(sys.argv[1], device="cpu")
+loaded = time.perf_counter()
+net(torch.zeros(100, 784))
+called = time.perf_counter()
+print(json.dumps({"import_s": imported - start, "load_s": loaded - imported, "first_call_s": called - loaded,
+                  "path": net.path}))
+"""
+
+
+def one_run(net, cache):
+    environment = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    done = subprocess.run([sys.executable, "-c", PROCESS, str(net)], cwd=REPO, env=environment, capture_output=True,
+                          text=True, timeout=600)
+    if done.returncode != 0:
+        raise utils.UserError(f"inference.load({net}) failed in a new process: {done.stderr.strip().splitlines()[-1]}")
+    return json.loads(done.stdout)
+
+
+def summary(runs, key):
+    values = sorted(run[key] for run in runs)
+    return {"median": statistics.median(values), "min": values[0], "max": values[-1]}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--net", type=Path, required=True, help="a pruned net that eval.py --save kept")
+    parser.add_argument("--runs", type=utils.positive_int, default=7, help="runs of each, cold and warm")
+    parser.add_argument("--out", type=Path, help="also write the numbers here, as JSON")
+    args = parser.parse_args(argv)
+    if not args.net.is_file():
+        raise utils.UserError(f"no pruned net at {args.net}: make one with eval.py --save DIR")
+    if args.out:
+        files.check_outputs(files=[args.out])
+    runs = {"cold": [], "warm": []}
+    with tempfile.TemporaryDirectory() as folder:
+        warm = Path(folder) / "warm"
+        one_run(args.net, warm)  # fills the warm cache
+        for n in range(args.runs):
+            runs["cold"].append(one_run(args.net, Path(folder) / f"cold-{n}"))
+            runs["warm"].append(one_run(args.net, warm))
+    report = {"machine": machine("cpu"), "runs": args.runs, "path": runs["warm"][0]["path"],
+              **{f"{cache}_{key}": summary(runs[cache], key) for cache in runs
+                 for key in ("import_s", "load_s", "first_call_s")}}
+    print(f"inference.load({args.net}) in a new process, {report['machine']}, {args.runs} runs each "
+          f"(path: {report['path']}); median (min-max), seconds:")
+    for cache in runs:
+        cells = [f"{key[:-2]} {report[f'{cache}_{key}']['median']:.3f} ({report[f'{cache}_{key}']['min']:.3f}-"
+                 f"{report[f'{cache}_{key}']['max']:.3f})" for key in ("import_s", "load_s", "first_call_s")]
+        print(f"  {cache}: " + ", ".join(cells))
+    if args.out:
+        files.write_atomic(args.out, lambda f: f.write(json.dumps(report, indent=1).encode()))
+
+
+if __name__ == "__main__":
+    utils.run(main)
