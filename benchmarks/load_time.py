@@ -4,9 +4,9 @@ cache cold (the first run on a machine, which compiles them) and warm (every lat
 Each run is a fresh `python -c` that imports inference (timed apart: torch's import is most of it) and then
 times inference.load(path) and one call on a batch of 100 images; the cold runs each get an empty cache folder
 ($XDG_CACHE_HOME), the warm ones share one filled beforehand. Runs alternate cold and warm, so that a slow spell
-of a shared machine hits both. Prints, and with --out writes, the median and range of each.
+of a shared machine hits both. Prints, and with --out writes, the median and range of each as a Markdown table.
 
-    python benchmarks/load_time.py --net nets/weight-95.pt --runs 7
+    python benchmarks/load_time.py --net nets/weight-95.pt --runs 7 --out docs/speed/load_time.md
 """
 import argparse
 import json
@@ -19,7 +19,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+import checkpoints  # noqa: E402
 import files  # noqa: E402
+import results  # noqa: E402
 import utils  # noqa: E402
 from benchmarks.harness import machine  # noqa: E402
 
@@ -46,16 +48,11 @@ def one_run(net, cache):
     return json.loads(done.stdout)
 
 
-def summary(runs, key):
-    values = sorted(run[key] for run in runs)
-    return {"median": statistics.median(values), "min": values[0], "max": values[-1]}
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--net", type=Path, required=True, help="a pruned net that eval.py --save kept")
     parser.add_argument("--runs", type=utils.positive_int, default=7, help="runs of each, cold and warm")
-    parser.add_argument("--out", type=Path, help="also write the numbers here, as JSON")
+    parser.add_argument("--out", type=Path, help="also write the table here")
     args = parser.parse_args(argv)
     if not args.net.is_file():
         raise utils.UserError(f"no pruned net at {args.net}: make one with eval.py --save DIR")
@@ -68,17 +65,35 @@ def main(argv=None):
         for n in range(args.runs):
             runs["cold"].append(one_run(args.net, Path(folder) / f"cold-{n}"))
             runs["warm"].append(one_run(args.net, warm))
-    report = {"machine": machine("cpu"), "runs": args.runs, "path": runs["warm"][0]["path"],
-              **{f"{cache}_{key}": summary(runs[cache], key) for cache in runs
-                 for key in ("import_s", "load_s", "first_call_s")}}
-    print(f"inference.load({args.net}) in a new process, {report['machine']}, {args.runs} runs each "
-          f"(path: {report['path']}); median (min-max), seconds:")
-    for cache in runs:
-        cells = [f"{key[:-2]} {report[f'{cache}_{key}']['median']:.3f} ({report[f'{cache}_{key}']['min']:.3f}-"
-                 f"{report[f'{cache}_{key}']['max']:.3f})" for key in ("import_s", "load_s", "first_call_s")]
-        print(f"  {cache}: " + ", ".join(cells))
+    keys = ("import_s", "load_s", "first_call_s")
+    cells = {cache: [f"{ms(statistics.median(v))} ({ms(min(v))}-{ms(max(v))})" for v in
+                     ([run[key] for run in runs[cache]] for key in keys)] for cache in runs}
+    text = "\n".join([
+        f"`inference.load` of `{args.net.name}` ({described(args.net)}) in a new process, median of {args.runs} runs each (range), "
+        f"{machine('cpu')}, {torch_threads()} threads; its path: {runs['warm'][0]['path']} "
+        f"(`python benchmarks/load_time.py --runs {args.runs}`):", "",
+        results.markdown(["kernels' cache", "import inference (torch)", "inference.load", "first call, 100 images"],
+                         [["cold: the first run on a machine compiles them", *cells["cold"]],
+                          ["warm: every later run loads them", *cells["warm"]]])])
+    print(text)
     if args.out:
-        files.write_atomic(args.out, lambda f: f.write(json.dumps(report, indent=1).encode()))
+        files.write_atomic(args.out, lambda f: f.write((text + "\n").encode()))
+
+
+def described(path):
+    """What the net is, from its own record: method, k and data set."""
+    _, record = checkpoints.load(path)
+    pruned = record.get("pruned", {})
+    return f"{pruned.get('method', 'unpruned')} pruning at {pruned.get('k', 0):g} %, {record['dataset']['name']}"
+
+
+def ms(seconds):
+    return f"{seconds * 1e3:.0f} ms" if seconds >= 0.01 else f"{seconds * 1e3:.2f} ms"
+
+
+def torch_threads():
+    import torch
+    return torch.get_num_threads()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ The sweep runs --runs times with --save and --runs times without, alternating, e
 the sizes. Saving and loading are timed in this process, --repeats times a file: checkpoints.save_pruned
 (the net written again), checkpoints.load (the file read, every part of it checked, the MLP filled in)
 and inference.load (the same, plus the fast path's plan).
-The first inference.load of a process also compiles csr_kernel.c; that is reported on its own line.
 Prints a Markdown table and notes, also written to --out.
 
     python benchmarks/saved.py --checkpoint checkpoints/seed0.pt --out docs/saved.md   # about 5 minutes here
@@ -104,9 +103,7 @@ def main(argv=None):
         ks = sorted({float(stem.rsplit("-", 1)[1]) for stem in sizes})
         rows = [[f"{k:g}", *(f"{sizes[f'{m}-{k:g}'] / 1e6:.3f} ({100 * sizes[f'{m}-{k:g}'] / DENSE_BYTES:.1f} %)"
                              for m in methods)] for k in ks]
-        start = time.perf_counter()
-        plan.cpu_kernel()
-        compile_seconds = time.perf_counter() - start
+        plan.cpu_kernel()  # built, or loaded from the cache, before the first plan is timed (load_time.py times it)
         timed = {k: save_and_load_times(nets / f"weight-{k}.pt", args.repeats) for k in TIMED_KS
                  if f"weight-{k}" in sizes}
 
@@ -120,8 +117,7 @@ def main(argv=None):
                                 "inference.load: and build the plan"],
                                [[k, *(median_range(times, "ms", 1e3, 0) for times in measured)]
                                 for k, measured in timed.items()]), ""]
-    lines += [f"Compiling csr_kernel.c, once a process, before its first plan: {compile_seconds:.1f} s.", "",
-              f"A sweep of every method at k = {args.ks}, one checkpoint, untimed, median of {args.runs} runs "
+    lines += [f"A sweep of every method at k = {args.ks}, one checkpoint, untimed, median of {args.runs} runs "
               f"each (range): {median_range(without)} without --save, {median_range(with_save)} with it; "
               f"with over without, run by run: {statistics.median(ratios):.3f}x "
               f"({min(ratios):.3f}-{max(ratios):.3f}).", ""]

@@ -38,7 +38,7 @@ def as_input(x, name, columns):
         raise Refused(f"{name} is on {x.device}: the C kernels run on the CPU")
     if x.dim() != 2 or x.shape[1] != columns:
         raise Refused(f"{name} is {list(x.shape)}, where the net takes [batch, {columns}]")
-    return x.to(torch.float32).contiguous()  # both return x itself where it is already so
+    return x.to(torch.float32).contiguous()
 
 
 def fits(count, bits, what):

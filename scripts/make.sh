@@ -126,6 +126,9 @@ speed() {
     python benchmarks/timing.py --checkpoint checkpoints/seed0.pt --sparsity weight,unit --ks 90,95,99 \
         --timing-batch 100,1,1000 --runs 5 --out "docs/speed/batches/$CPU_FOLDER"
     python benchmarks/saved.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/saved.md
+    python eval.py --sparsity weight --ks 95 --no-timing --checkpoint checkpoints/seed0.pt --save checkpoints/nets \
+        --results-dir checkpoints/nets/results --logdir checkpoints/nets/runs --plot checkpoints/nets/plot.png
+    python benchmarks/load_time.py --net checkpoints/nets/weight-95.pt --runs 7 --out docs/speed/load_time.md
     python benchmarks/one_image_threads.py --checkpoint checkpoints/seed0.pt --ks 90,95,97 \
         --out docs/speed/one_image_threads.md
     python benchmarks/batch_costs.py --checkpoint checkpoints/seed0.pt --out docs/speed/batch_costs.md

@@ -20,7 +20,7 @@ import utils
 from sparse_training.gmp import RULES as GMP, gradual_magnitude_pruning
 from sparse_training.l0 import L0_GATE_LR, GatedLinear, l0_path, l0_regularisation
 from sparse_training.masked import MaskedLinear, unmask_hidden
-from sparse_training.vd import VariationalLinear, variational_dropout, vd_path
+from sparse_training.vd import variational_dropout, vd_path
 
 METHODS = ["gmp", "gmp-global", "vd", "l0", "l0-unit"]
 DEFAULT_STRENGTH = {"vd": 0.1, "l0": 0.1, "l0-unit": 0.1}  # vd: the KL's final weight (1: the ELBO); l0: λ

@@ -1,6 +1,5 @@
 """l0_kernel.c: l0's gates per weight in C (sparse_training/l0.py's GateTerms), against the hard-concrete formula, its
 expected L0 and the gradients the torch path writes out; and train.py --sparse l0 saying which path it took."""
-import os
 
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """sparse_training/masked.py: a pruned layer's products over its kept weights, in the forward pass and both gradients, equal to
 the dense ones of the masked weights, on every build of masked_kernel.c, and without one."""
-import os
 
 import pytest
 import torch
