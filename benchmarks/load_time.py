@@ -71,10 +71,10 @@ def main(argv=None):
     text = "\n".join([
         f"`inference.load` of `{args.net.name}` ({described(args.net)}) in a new process, median of {args.runs} runs each (range), "
         f"{machine('cpu')}, {torch_threads()} threads; its path: {runs['warm'][0]['path']} "
-        f"(`python benchmarks/load_time.py --runs {args.runs}`):", "",
+        f"(`python benchmarks/load_time.py --net {args.net} --runs {args.runs}`):", "",
         results.markdown(["kernels' cache", "import inference (torch)", "inference.load", "first call, 100 images"],
                          [["cold: the first run on a machine compiles them", *cells["cold"]],
-                          ["warm: every later run loads them", *cells["warm"]]])])
+                          ["warm: every later run loads them", *cells["warm"]]], text_columns=(0,))])
     print(text)
     if args.out:
         files.write_atomic(args.out, lambda f: f.write((text + "\n").encode()))

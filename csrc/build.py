@@ -22,6 +22,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 SOURCES = Path(__file__).parent
@@ -70,8 +71,10 @@ def build(name, compiler, extra_flags=()):
     library, why_not = cached(name, command, paths, [*flags, OPENMP], [*link_flags, OPENMP])
     if library is None and not why_not.startswith("no compiler"):
         # Built without OpenMP, a kernel runs on one thread (its pragmas ignored, omp_* stubbed in the source).
-        without, _ = cached(name, command, paths, flags, list(link_flags))
-        library = without
+        library, _ = cached(name, command, paths, flags, list(link_flags))
+        if library is not None:
+            warnings.warn(f"the {name} kernel was built without OpenMP, so it runs on one thread: {why_not}",
+                          RuntimeWarning, stacklevel=3)
     if library is None:
         return None, why_not
     for function, (arguments, result) in functions.items():

@@ -87,10 +87,12 @@ def test_a_compiler_without_openmp_builds_the_kernel_without_it(cache, tmp_path,
     cc = compiler(tmp_path, "cc-no-openmp", 'case " $* " in *" -fopenmp "*) echo "clang: error: unsupported option '
                                             "'-fopenmp'\" >&2; exit 1;; esac\nexec cc \"$@\"")
     monkeypatch.setenv("CC", str(cc))
-    library, why_not = build.load("vd")
+    with pytest.warns(RuntimeWarning, match="built without OpenMP, so it runs on one thread: .*unsupported option"):
+        library, why_not = build.load("vd")
     assert library is not None, why_not
     assert_vd_terms_right(library)
-    forward, why_not = build.load("forward")  # csr_kernel.c and column_kernel.c call omp_* themselves
+    with pytest.warns(RuntimeWarning):
+        forward, why_not = build.load("forward")  # csr_kernel.c and column_kernel.c call omp_* themselves
     assert forward is not None, why_not
 
 
