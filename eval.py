@@ -166,7 +166,9 @@ def main(argv=None):
         results.write_tensorboard(Path(args.logdir) / name, rows)
 
     draw_plot(args, info, saved, dataset)
-    print(f"\nwrote {args.results_dir}/, {args.logdir}/ and {args.plot}; see them with: tensorboard --logdir {args.logdir}")
+    kept = f", the pruned nets in {args.save}/" if save_dirs else ""
+    print(f"\nwrote {args.results_dir}/, {args.logdir}/{kept} and {args.plot}; see them with: tensorboard --logdir "
+          f"{args.logdir}")
 
 
 def load_checkpoints(args, device):

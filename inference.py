@@ -9,6 +9,7 @@ float32 whatever torch's default dtype. The file is checked before any of it is 
 utils.UserError, whose message names what is wrong.
 """
 import threading
+from pathlib import Path
 
 import torch
 
@@ -19,11 +20,12 @@ from model import SIZES
 
 
 class PrunedNet:
-    """Images [batch, 784] to logits [batch, 10], through `path` ("csr_kernel.c", "torch CSR" or "compact")."""
+    """Images [batch, 784] to logits [batch, 10]: the net of the file at `path` (a Path), run by `kernel`, the
+    code of the fastest path here ("csr_kernel.c", "torch CSR" or "compact"); `info`, the file's record."""
 
-    def __init__(self, weights, info, device):
-        self.info, self.device = info, device
-        self.path, self.forward, self.layers = fastest_path(weights, device)
+    def __init__(self, path, weights, info, device):
+        self.path, self.info, self.device = Path(path), info, device
+        self.kernel, self.forward, self.layers = fastest_path(weights, device)
         self.lock = threading.Lock()  # the kernel's plan holds one set of activations: one call at a time
 
     @torch.no_grad()
@@ -39,4 +41,4 @@ def load(path, device="auto"):
     `device` ("auto": the GPU where there is one)."""
     device = utils.pick_device(device)
     model, info = checkpoints.load(path, device)
-    return PrunedNet([layer.weight.detach().float() for layer in model.layers], info, device)
+    return PrunedNet(path, [layer.weight.detach().float() for layer in model.layers], info, device)

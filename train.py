@@ -43,7 +43,14 @@ def parse_args(argv):
                              f"{sparse_training.DEFAULT_STRENGTH['vd']}; 1 is the ELBO); l0's λ, the cost of each open weight per training image (default "
                              f"{sparse_training.DEFAULT_STRENGTH['l0']})")
     data.add_data_arguments(parser)
-    parser.add_argument("--out", default="model.pt", help="where to save the checkpoint (with the initial weights, for --retrain rewind)")
+    parser.add_argument("--out", default=argparse.SUPPRESS,
+                        help="where to save the checkpoint (with the initial weights, for --retrain rewind); default: "
+                             "named after the recipe, model.pt for the dense one, gmp-99.pt for --sparse gmp --target "
+                             "99, vd.pt for --sparse vd")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out even where it holds a checkpoint of another recipe (another --sparse, "
+                             "--target or --dataset), or a file that is not train.py's; the same recipe's is replaced "
+                             "without it")
     parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/train-<time>-<pid>")
     args = parser.parse_args(argv)
     sparse = getattr(args, "sparse", None)
@@ -60,13 +67,52 @@ def parse_args(argv):
     if adam:
         args.strength = getattr(args, "strength", sparse_training.DEFAULT_STRENGTH[sparse])
     args.sparse = sparse
+    args.out = getattr(args, "out", default_out(sparse, getattr(args, "target", None)))
     return args
+
+
+def default_out(sparse, target):
+    """The checkpoint's default name, after its recipe: model.pt, gmp-99.pt, gmp-global-99.8.pt, vd.pt, l0.pt."""
+    if sparse is None:
+        return "model.pt"
+    return f"{sparse}-{target:g}.pt" if target is not None else f"{sparse}.pt"
+
+
+def recipe(config):
+    """What makes two checkpoints the same recipe, as far as replacing one by the other goes."""
+    return {"sparse": config.get("sparse"), "target": config.get("target"), "dataset": config.get("dataset", "mnist")}
+
+
+def check_replacing(args):
+    """Refuse, before any training, to replace a checkpoint of another recipe (or a file that is not one of
+    train.py's) at --out without --overwrite: a rerun of the same recipe replaces it."""
+    path = Path(args.out)
+    if args.overwrite or not path.is_file():
+        return
+    try:
+        old = checkpoints.read(path)[0]
+        held = recipe(old["config"]) if isinstance(old, dict) and "state_dict" in old else None
+    except (utils.UserError, KeyError, TypeError, AttributeError):
+        held = None
+    if held == recipe(vars(args)):
+        return
+    what = (f"a checkpoint of another recipe ({describe(held)})" if held else
+            "a file that is not a checkpoint train.py saved")
+    raise utils.UserError(f"{path} holds {what}, not {describe(recipe(vars(args)))}: give another --out, or "
+                          f"--overwrite to replace it")
+
+
+def describe(recipe):
+    method = recipe["sparse"] or "dense"
+    target = f" to {recipe['target']:g} %" if recipe["target"] is not None else ""
+    return f"{method}{target} on {recipe['dataset']}"
 
 
 def main(argv=None):
     args = parse_args(argv)
     sparse = args.sparse
     device = utils.pick_device(args.device)
+    check_replacing(args)
     made = files.check_outputs(files=[args.out], folders=[args.logdir])  # before the training it would throw away
     torch.manual_seed(args.seed)
     try:

@@ -35,7 +35,7 @@ loaded = time.perf_counter()
 net(torch.zeros(100, 784))
 called = time.perf_counter()
 print(json.dumps({"import_s": imported - start, "load_s": loaded - imported, "first_call_s": called - loaded,
-                  "path": net.path}))
+                  "kernel": net.kernel}))
 """
 
 
@@ -70,7 +70,7 @@ def main(argv=None):
                      ([run[key] for run in runs[cache]] for key in keys)] for cache in runs}
     text = "\n".join([
         f"`inference.load` of `{args.net.name}` ({described(args.net)}) in a new process, median of {args.runs} runs each (range), "
-        f"{machine('cpu')}, {torch_threads()} threads; its path: {runs['warm'][0]['path']} "
+        f"{machine('cpu')}, {torch_threads()} threads; run by {runs['warm'][0]['kernel']} "
         f"(`python benchmarks/load_time.py --net {args.net} --runs {args.runs}`):", "",
         results.markdown(["kernels' cache", "import inference (torch)", "inference.load", "first call, 100 images"],
                          [["cold: the first run on a machine compiles them", *cells["cold"]],

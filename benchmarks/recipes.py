@@ -40,7 +40,7 @@ def main(argv=None):
         tmp = Path(tmp)
         for name, flags in RECIPES.items():
             common = ["--dataset", args.dataset, "--data-dir", args.data_dir, "--no-download"]
-            train.main([*flags, *common, "--out", str(tmp / "model.pt"), "--logdir", str(tmp / "runs")])
+            train.main([*flags, *common, "--out", str(tmp / "model.pt"), "--overwrite", "--logdir", str(tmp / "runs")])
             accuracy = {}
             for method in ("weight", "unit"):
                 ks = ",".join(["0"] + [str(k) for m, k in COLUMNS if m == method])

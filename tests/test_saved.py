@@ -198,9 +198,9 @@ def test_a_loaded_net_runs_the_fast_path_to_the_pruned_models_logits(compiler, s
         for k in (50, 99):
             net = inference.load(folder / "nets" / f"{method}-{k}.pt", device="cpu")
             if compiler == "cc":
-                assert net.path == "csr_kernel.c"
+                assert net.kernel == "csr_kernel.c"
             elif (method, k) in (("weight", 99), ("unit", 99), ("weight", 50)):  # few units left dead, or most
-                assert net.path == {("weight", 99): "torch CSR", ("unit", 99): "compact", ("weight", 50): "compact"}[
+                assert net.kernel == {("weight", 99): "torch CSR", ("unit", 99): "compact", ("weight", 50): "compact"}[
                     method, k]
             for batch in BATCHES:
                 x = torch.randn(batch, 784)
@@ -220,5 +220,13 @@ def test_the_readme_block_runs_and_gives_the_saved_accuracy(saved, data_dir, tmp
     result = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"nets/weight-95.pt ({inference.load(tmp_path / 'nets' / 'weight-95.pt').kernel}): ")
     measured, recorded = map(float, re.findall(r"(\d+\.\d+) %", result.stdout))
     assert measured == recorded == checkpoints.load(tmp_path / "nets" / "weight-95.pt")[1]["accuracy"]
+
+
+def test_evals_last_line_names_the_save_folder(checkpoint, data_dir, tmp_path, capsys):
+    result = run_main(eval_script.main, sweep_argv(tmp_path, checkpoint, data_dir, "--save", tmp_path / "kept",
+                                                   sparsity="weight", ks=(50,)), capsys)
+    assert result.returncode == 0, result.stderr
+    assert f"the pruned nets in {tmp_path / 'kept'}/" in result.stdout.strip().splitlines()[-1]

@@ -160,3 +160,63 @@ def test_the_fused_optimizer_takes_the_loops_steps():
     assert all(torch.equal(trained[0][name], trained[1][name]) for name in trained[0] if name != "odd")
     torch.testing.assert_close(trained[0]["odd"], trained[1]["odd"], rtol=1e-6, atol=1e-7)
     assert not torch.equal(trained[0]["layers.0.weight"], first)  # they trained
+
+
+# --out: named after the recipe by default, and a checkpoint of another recipe is replaced only with --overwrite
+
+def train_here(data_dir, capsys, *flags):
+    """train.py in the test's folder (the current one), one short epoch."""
+    return run_main(train.main, ["--epochs", 1, "--batch-size", 64, "--data-dir", data_dir, "--no-download", *flags],
+                    capsys)
+
+
+@pytest.mark.parametrize("flags, name", [([], "model.pt"), (["--sparse", "gmp", "--target", "99"], "gmp-99.pt"),
+                                         (["--sparse", "gmp-global", "--target", "99.8"], "gmp-global-99.8.pt"),
+                                         (["--sparse", "vd"], "vd.pt"), (["--sparse", "l0-unit"], "l0-unit.pt")])
+def test_the_default_out_names_the_recipe(flags, name):
+    assert train.parse_args(flags).out == name
+
+
+def test_a_sparse_recipe_leaves_the_dense_model_alone(tmp_path, data_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert train_here(data_dir, capsys).returncode == 0
+    dense = (tmp_path / "model.pt").read_bytes()
+    result = train_here(data_dir, capsys, "--sparse", "gmp", "--target", "90")
+    assert result.returncode == 0, result.stderr
+    assert "saved gmp-90.pt" in result.stdout
+    assert (tmp_path / "model.pt").read_bytes() == dense
+
+
+@pytest.mark.parametrize("flags, held", [(["--sparse", "gmp", "--target", "90", "--out", "model.pt"], "dense on mnist"),
+                                         (["--dataset", "fashion-mnist"], "dense on mnist")],
+                         ids=["another method", "another data set"])
+def test_another_recipe_replaces_a_checkpoint_only_with_overwrite(flags, held, tmp_path, data_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data_dir = tmp_path / "data"  # both data sets, in a folder of the test's own
+    for name in ("MNIST", "FashionMNIST"):
+        write_dataset(data_dir / name / "raw")
+    assert train_here(data_dir, capsys).returncode == 0
+    before = (tmp_path / "model.pt").read_bytes()
+    result = train_here(data_dir, capsys, *flags)
+    assert_fails_cleanly(result, "model.pt holds a checkpoint of another recipe", f"({held})", "--overwrite")
+    assert "epoch" not in result.stdout  # refused before any training
+    assert (tmp_path / "model.pt").read_bytes() == before
+    result = train_here(data_dir, capsys, *flags, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "model.pt").read_bytes() != before
+
+
+def test_a_rerun_of_the_same_recipe_replaces_its_checkpoint(tmp_path, data_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert train_here(data_dir, capsys, "--seed", 1).returncode == 0
+    before = (tmp_path / "model.pt").read_bytes()
+    assert train_here(data_dir, capsys, "--seed", 2).returncode == 0
+    assert (tmp_path / "model.pt").read_bytes() != before
+
+
+def test_a_file_that_is_not_a_checkpoint_is_replaced_only_with_overwrite(tmp_path, data_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.pt").write_text("my notes")
+    result = train_here(data_dir, capsys)
+    assert_fails_cleanly(result, "model.pt holds a file that is not a checkpoint train.py saved", "--overwrite")
+    assert (tmp_path / "model.pt").read_text() == "my notes"
