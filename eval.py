@@ -1,9 +1,7 @@
 """Prune the trained MLP to each sparsity k and measure its test accuracy, and its speed dense against sparse."""
 import argparse
-import os
 import re
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -14,10 +12,11 @@ from tqdm import tqdm
 import checkpoints
 import data
 import files
+import plot
 import results
 import retrain
 import utils
-from benchmarks.harness import machine, peer_libraries, time_forwards
+from benchmarks.harness import HOW, machine, peer_libraries, time_forwards
 from fastpath.plan import cpu_kernel, sparse_path
 from prune import METHODS, SCORE_METHODS, apply_masks, masks, sparsity
 
@@ -98,16 +97,21 @@ def parse_args(argv):
                         help="seeds random pruning, the order of the images in retraining, and scratch's init")
     data.add_data_arguments(parser)
     parser.set_defaults(dataset=CHECKPOINTS, data_dir=CHECKPOINTS)
+    parser.add_argument("--name", type=folder_name, default=argparse.SUPPRESS,
+                        help="what these checkpoints' results are filed under, in --results-dir and --logdir (default: "
+                             "their file names, joined by +: model, or seed0+seed1+seed2); a rerun of the same name "
+                             "and method replaces its results, any other adds to them")
     parser.add_argument("--results-dir", default="results",
-                        help="gets <method>.csv and <method>.json (<method>-finetuned, -rewind, -scratch with --retrain)")
-    parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/<method>")
+                        help="gets <name>/<method>.csv and .json (<method>-finetuned, -rewind, -scratch with "
+                             "--retrain); the plot draws every net's results found there")
+    parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/<name>/<method>")
     parser.add_argument("--save", metavar="DIR", default=argparse.SUPPRESS,
                         help="keep every pruned (and retrained) net as DIR/<method>-<k>.pt, its nonzeros only "
                              "(DIR/<checkpoint's file name>/<method>-<k>.pt for several checkpoints); load one with "
                              "inference.load, or give it to --checkpoint")
     parser.add_argument("--plot", default="plot.png",
-                        help="accuracy (and speed) against the weights kept, for every method in --results-dir "
-                             "made from the same checkpoints")
+                        help="accuracy (and speed) against the weights kept, for every net and method in "
+                             "--results-dir (plot.py redraws it)")
     args = parser.parse_args(argv)
     for name, instead in RENAMED.items():
         if hasattr(args, name):
@@ -121,6 +125,7 @@ def parse_args(argv):
         parser.error(f"--{given[0].replace('_', '-')} sets the timing, which "
                      f"{'--no-timing turns off' if args.no_timing else 'a --retrain run does not do'}")
     args.timing_batch = getattr(args, "timing_batch", DEFAULT_TIMING_BATCH)
+    args.name = getattr(args, "name", "+".join(Path(path).stem for path in args.checkpoint))
     args.timing_peers = getattr(args, "timing_peers", False)
     return args
 
@@ -140,10 +145,10 @@ def main(argv=None):
     train_data = data.load_data(dataset, data_dir, "train", not args.no_download, device) if variant else None
     names = [f"{method}-{retrain.VARIANTS[variant]}" if variant else method for method in args.sparsity]
     save_dirs = save_folders(getattr(args, "save", None), args.checkpoint)
-    files.check_outputs(files=[args.plot, *(Path(args.results_dir) / f"{name}.{end}" for name in names
-                                            for end in ("csv", "json")),
+    results_dir, logdir = Path(args.results_dir) / args.name, Path(args.logdir) / args.name
+    files.check_outputs(files=[args.plot, *(results_dir / f"{name}.{end}" for name in names for end in ("csv", "json")),
                                *(folder / net_name(name, k) for folder in save_dirs for name in names for k in args.ks)],
-                        folders=[args.results_dir, args.logdir, *save_dirs])  # after the inputs: bad inputs leave no trace
+                        folders=[results_dir, logdir, *save_dirs])  # after the inputs: bad inputs leave no trace
     timing_images = images_to_time(args, variant, test_data, device)
     info = run_info(args, argv, saved, recipe, dataset, data_dir, device, timing_images is not None)
 
@@ -160,14 +165,16 @@ def main(argv=None):
             rows.append(row)
         print(f"\n{name} pruning of {', '.join(args.checkpoint)} on {dataset} ({time.perf_counter() - start:.1f} s)")
         print(results.markdown_table(rows))
-        results.write_results(Path(args.results_dir), name, rows, {
+        if timing_images is not None:
+            print(f"{results.LEGEND}; {HOW}.")
+        results.write_results(results_dir, name, rows, {
             "method": method, "variant": retrain.VARIANTS.get(variant, "one-shot"),
             "accuracy_per_checkpoint": accuracies, **info})
-        results.write_tensorboard(Path(args.logdir) / name, rows)
+        results.write_tensorboard(logdir / name, rows)
 
-    draw_plot(args, info, saved, dataset)
+    plot.compare(Path(args.results_dir), args.plot)
     kept = f", the pruned nets in {args.save}/" if save_dirs else ""
-    print(f"\nwrote {args.results_dir}/, {args.logdir}/{kept} and {args.plot}; see them with: tensorboard --logdir "
+    print(f"\nwrote {results_dir}/, {logdir}/{kept} and {args.plot}; see them with: tensorboard --logdir "
           f"{args.logdir}")
 
 
@@ -208,12 +215,13 @@ def run_info(args, argv, saved, recipe, dataset, data_dir, device, timing):
     """What every result file records beside its numbers: the checkpoints and the resolved config."""
     command = shlex.join(["python", "eval.py", *(sys.argv[1:] if argv is None else argv)])
     return {"sha256": [c["sha256"] for c in saved],
-            "checkpoints": [{"path": path, "seed": c.get("config", {}).get("seed"), "accuracy": c.get("accuracy")}
+            "checkpoints": [{"path": path, "seed": c.get("config", {}).get("seed"), "accuracy": c.get("accuracy"),
+                             "dense": "pruned" not in c and not c.get("config", {}).get("sparse")}
                             for path, c in zip(args.checkpoint, saved)],
             "config": {"command": command, **vars(args), "retrain_recipe": recipe, "dataset": dataset,
                        "data_dir": data_dir, "device": device, "checkpoint_config": saved[0].get("config", {}),
                        "torch": str(torch.__version__), "sparse_path": sparse_path(device) if timing else None,
-                       "machine": machine(device), "threads": torch.get_num_threads()}}
+                       "machine": machine(device), "threads": torch.get_num_threads(), "timing": HOW if timing else None}}
 
 
 def prune_and_measure(models, saved, starts, method, k, seed, test_data, train_data, recipe):
@@ -257,20 +265,6 @@ def time_net(net, images, batches, peers):
     return row
 
 
-def draw_plot(args, info, saved, dataset):
-    """The plot of every method in --results-dir made from these checkpoints; a note for the files left out."""
-    found, others = results.read_results(Path(args.results_dir), info["sha256"])
-    if others:
-        print(f"note: the plot leaves out {len(others)} file(s) in {args.results_dir} that eval.py did not make from "
-              f"these checkpoints: {', '.join(others)}")
-    timed = {info["method"]: rows for info, rows in found.values() if "sparse_speedup" in rows[0]}
-    note = (f"{dataset}, {len(saved)} checkpoint(s): {', '.join(map(os.path.basename, args.checkpoint))}" +
-            (f" | timing: batch {args.timing_batch[0]}, {info['config']['machine']}, {torch.get_num_threads()} threads, "
-             f"the first checkpoint" if timed else ""))
-    unpruned = statistics.mean(c.get("accuracy", float("nan")) for c in saved)
-    results.draw_plot(args.plot, found, unpruned, note, timed)
-
-
 def save_folders(folder, paths):
     """Where --save keeps each checkpoint's pruned nets: in `folder` for one checkpoint, in a folder each,
     named after its file, for several."""
@@ -283,6 +277,13 @@ def save_folders(folder, paths):
         raise utils.UserError("--save keeps each checkpoint's nets in a folder named after its file: give the "
                               "checkpoints different file names")
     return [Path(folder) / stem for stem in stems]
+
+
+def folder_name(text):
+    """--name: one folder's name."""
+    if not text or text in (".", "..") or text.startswith(".") or "/" in text or "\\" in text:
+        raise argparse.ArgumentTypeError(f"expected a folder's name, without / and not starting with '.', got {text!r}")
+    return text
 
 
 def net_name(name, k):

@@ -1,4 +1,5 @@
-"""What a sweep writes and reads back: the console table, CSV and JSON, a TensorBoard run per curve, the plot.
+"""What a sweep writes and reads back: the console table, CSV and JSON, a TensorBoard run per curve (the plot:
+plot.py).
 
 Each file is written whole or not at all, so Ctrl-C or a crash mid-sweep keeps the last good one.
 """
@@ -11,20 +12,20 @@ import math
 import os
 import shutil
 import statistics
-import textwrap
 
 import files
 
 FORMAT = {"written_by": "eval.py", "format": 2}  # what marks a JSON file as one of eval.py's results
-VARIANTS = {"one-shot": "-", "finetuned": "--", "rewind": "-.", "scratch": ":"}  # a curve's line style in the plot
 
-# The console table: (column, heading); the CSV holds every column.
+# The console table: (column, heading); the CSV holds every column (torch's CSR and COO, the compacted net's ms
+# and ceiling, each time's IQR and far blocks).
 TABLE = [("k", "k %"), ("sparsity", "sparsity %"), ("total_sparsity", "whole net %"),
          ("one_shot_accuracy", "one-shot accuracy %"), ("one_shot_accuracy_std", "±"),
          ("accuracy", "accuracy %"), ("accuracy_std", "±"),
          ("dense_ms", "dense ms"), ("sparse_ms", "sparse ms"), ("sparse_speedup", "sparse x"),
-         ("flop_ceiling", "ceiling x"), ("csr_speedup", "torch CSR x"), ("coo_speedup", "torch COO x"),
-         ("compact_ms", "compact ms"), ("compact_speedup", "compact x"), ("compact_flop_ceiling", "compact ceiling x")]
+         ("flop_ceiling", "ceiling x"), ("compact_speedup", "compact x")]
+LEGEND = ("sparse x = dense ms / sparse ms; ceiling x = the dense net's multiply-adds / the nonzero weights'; "
+          "compact x: the net without its dead units, dense")
 
 
 def batch_column(name, batch, batches):
@@ -49,12 +50,19 @@ def mean_of(dicts):
 
 
 def markdown_table(rows):
+    """The console table of a sweep, a time with a block far from its median marked * (harness.time_paths)."""
     columns = [(c, heading) for c, heading in TABLE if c in rows[0]]
     return markdown([heading for _, heading in columns],
-                    [[f"{row[c]:g}" if c == "k" else format_number(row[c]) for c, _ in columns] for row in rows])
+                    [[f"{row[c]:g}" if c == "k" else format_number(row[c]) + "*" * (row.get(far_blocks(c), 0) > 0)
+                      for c, _ in columns] for row in rows])
 
 
-TIMED = ("_ms", "_speedup")  # the columns of a timing; the sparsity and the ceilings are the same at every batch
+def far_blocks(column):
+    """The column counting the blocks far from a time's median: dense_far_blocks for dense_ms."""
+    return column[:-len("_ms")] + "_far_blocks" if column.endswith("_ms") else None
+
+
+TIMED = ("_ms", "_speedup", "_far_blocks")  # a timing's columns; the sparsity and ceilings are the same at every batch
 PEER_COLUMNS = [("scipy_speedup", "scipy CSR x"), ("mkl_speedup", "MKL sparse x")]
 
 
@@ -105,26 +113,6 @@ def write_csv(path, rows):
     files.write_atomic(path, lambda f: f.write(text.getvalue().encode()))
 
 
-def read_results(results_dir, checkpoints):
-    """{name: (info, rows)} for the results in results_dir that eval.py made from exactly `checkpoints`
-    (the files' sha256), and the names of the other files there, which are left as they are."""
-    found, others = {}, []
-    for path in sorted(results_dir.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or path.suffix not in (".json", ".csv"):
-            continue  # temporary files of a write in progress, folders, notes of the user's own
-        if path.suffix == ".csv" and path.with_suffix(".json").is_file():
-            continue  # read with its JSON
-        try:
-            info = json.loads(path.read_text()) if path.suffix == ".json" else None
-            rows = read_rows(path.with_suffix(".csv"))
-            if info is None or {k: info.get(k) for k in FORMAT} != FORMAT or sorted(info["sha256"]) != sorted(checkpoints):
-                raise ValueError
-            found[path.stem] = info, rows
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            others += [p.name for p in (path, path.with_suffix(".csv")) if p.is_file() and p.name not in others]
-    return found, others
-
-
 def as_k(text):
     """A sparsity k as eval.py keeps it: an int where it is whole (95), a float where not (99.5)."""
     k = float(text)
@@ -151,8 +139,10 @@ def tensorboard_tag(column):
 
 
 def tensorboard_step(k):
-    """TensorBoard's steps are whole numbers, so k goes in tenths of a percent: 950 is 95 %, 995 is 99.5 %."""
-    return round(10 * k)
+    """TensorBoard's x axis for k: the fraction of weights kept on a log scale, 1000 · log10(100 / (100 − k)), as a
+    whole number (steps are): 0 at k = 0, 301 at 50 %, 1000 at 90 %, 2000 at 99 %, 2699 at 99.8 %. On a linear
+    axis of k, 90 to 99.8 % would take the last tenth of the chart, where the methods part ways."""
+    return round(1000 * math.log10(100 / (100 - k)))
 
 
 def write_tensorboard(run_dir, rows):
@@ -170,7 +160,7 @@ def write_tensorboard(run_dir, rows):
             with SummaryWriter(new) as writer:
                 for row in rows:
                     for column, value in row.items():
-                        if column != "k":
+                        if column != "k" and "_far_blocks" not in column:  # a count of noise, not a measurement
                             writer.add_scalar(tensorboard_tag(column), value, tensorboard_step(row["k"]))
             while new.exists():
                 olds.append(run_dir.with_name(f".{run_dir.name}.{os.getpid()}.old{len(olds)}"))
@@ -187,86 +177,3 @@ def write_tensorboard(run_dir, rows):
                 shutil.rmtree(leftover, ignore_errors=True)
             else:  # a file someone had put where the run goes
                 leftover.unlink(missing_ok=True)
-
-
-# The plot. x is the percentage of the hidden layers' weights kept, on a log scale, as pruning papers draw
-# it: the range from 90 to 99 % sparsity, where methods part ways, gets as much room as 0 to 90 %.
-KEPT_TICKS = [100, 50, 20, 10, 5, 3, 2, 1, 0.5, 0.2, 0.1]
-FEWEST_KEPT = 0.05  # where 100 % sparsity is drawn: a log axis cannot show 0
-
-
-def percent_kept(rows):
-    return [max(100 - row["sparsity"], FEWEST_KEPT) for row in rows]
-
-
-def plot_accuracy(ax, results, unpruned):
-    """Mean test accuracy against the weights kept, a band of ± one standard deviation over checkpoints."""
-    colors = {method: f"C{i}" for i, method in enumerate(sorted({info["method"] for info, _ in results.values()}))}
-    for name, (info, rows) in sorted(results.items()):
-        kept, mean = percent_kept(rows), [row["accuracy"] for row in rows]
-        std = [row.get("accuracy_std", 0.0) for row in rows]
-        color = colors[info["method"]]
-        ax.plot(kept, mean, VARIANTS.get(info.get("variant"), "-"), marker="o", markersize=3, color=color, label=name)
-        ax.fill_between(kept, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color,
-                        alpha=0.2, linewidth=0)
-    ax.axhline(unpruned, color="black", linewidth=0.8, linestyle=":", label=f"unpruned, {unpruned:.2f} %")
-    several = any("accuracy_std" in row for _, rows in results.values() for row in rows)
-    ax.set(ylabel="test accuracy (%)",
-           title="Accuracy: mean, band ± 1 std over checkpoints" if several else "Accuracy of one checkpoint")
-
-
-def plot_speed(ax, timed):
-    """Speedup over dense of the sparse path and the compacted net, each against its own FLOP ceiling.
-
-    timed: {method: rows}; where rows have <column>_min and <column>_max, they are drawn as error bars.
-    """
-    colors = {method: f"C{i}" for i, method in enumerate(sorted(timed))}
-    for method, rows in sorted(timed.items()):
-        kept = percent_kept(rows)
-        for column, style, marker, label in (("sparse_speedup", "-", "o", "sparse"),
-                                             ("compact_speedup", "--", "s", "compact")):
-            values = [row[column] for row in rows]
-            spread = None
-            if f"{column}_min" in rows[0]:
-                spread = [[v - row[f"{column}_min"] for v, row in zip(values, rows)],
-                          [row[f"{column}_max"] - v for v, row in zip(values, rows)]]
-            ax.errorbar(kept, values, yerr=spread, fmt=style, marker=marker, markersize=3, capsize=2,
-                        color=colors[method], label=f"{method}, {label}")
-        compact_ceiling = [row["compact_flop_ceiling"] for row in rows]
-        if any(c > 1.1 * row["flop_ceiling"] for c, row in zip(compact_ceiling, rows)):  # else it hides under the grey one
-            ax.plot(kept, compact_ceiling, ":", color=colors[method], linewidth=1, label=f"{method}, compact ceiling")
-    rows = next(iter(timed.values()))
-    ax.plot(percent_kept(rows), [row["flop_ceiling"] for row in rows], ":", color="grey", linewidth=2,
-            label="ceiling of the nonzeros")
-    ax.axhline(1, color="black", linewidth=0.8)
-    ax.set(yscale="log", ylabel="speedup over dense (x)", title="Forward pass against dense")
-
-
-def draw_plot(path, results, unpruned, note, timed=None):
-    """Accuracy against the weights kept for every curve in `results`; beside it the speedups, if timed."""
-    import matplotlib
-    matplotlib.use("Agg")  # no screen needed
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FixedLocator, NullLocator
-
-    panels = [panel for panel in (results and "accuracy", timed and "speed") if panel]
-    curves = [rows for _, rows in results.values()] + list((timed or {}).values())
-    least_kept = min(min(percent_kept(rows)) for rows in curves) if curves else 1
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5.5), squeeze=False)
-    for ax, panel in zip(axes.flat, panels):
-        if panel == "accuracy":
-            plot_accuracy(ax, results, unpruned)
-        else:
-            plot_speed(ax, timed)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(FixedLocator(KEPT_TICKS))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticklabels([f"{t}" for t in KEPT_TICKS])
-        ax.set_xlim(110, min(0.8, 0.8 * least_kept))  # pruning runs left to right, as far as the curves go
-        ax.set_xlabel("hidden-layer weights kept (%, log scale)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, handlelength=4)  # long enough to tell a dashed line from a solid one
-    fig.suptitle(textwrap.fill(note, 95 * len(panels)), fontsize=9)  # 95 characters of 9 pt fit 7 inches
-    fig.tight_layout()
-    files.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
-    plt.close(fig)

@@ -51,7 +51,9 @@ def parse_args(argv):
                         help="replace --out even where it holds a checkpoint of another recipe (another --sparse, "
                              "--target or --dataset), or a file that is not train.py's; the same recipe's is replaced "
                              "without it")
-    parser.add_argument("--logdir", default="runs", help="TensorBoard logs go to <logdir>/train-<time>-<pid>")
+    parser.add_argument("--logdir", default="runs",
+                        help="TensorBoard logs go to <logdir>/<--out's name>/train-<time>-<pid>, beside the runs "
+                             "eval.py files under that name")
     args = parser.parse_args(argv)
     sparse = getattr(args, "sparse", None)
     if (sparse in sparse_training.GMP) != hasattr(args, "target"):
@@ -165,7 +167,8 @@ def train(model, args, train_data, test_data, optimizer, scheduler, loss_fn, aft
     """Train `model` for args.epochs, a line and a TensorBoard point each epoch; the last epoch's test accuracy."""
     from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow, and bad flags fail first
     shuffle = torch.Generator().manual_seed(args.seed)
-    log = Path(args.logdir) / time.strftime(f"train-%Y%m%d-%H%M%S-{os.getpid()}")  # two runs a second stay apart
+    # Under the net's name, as eval.py files its sweeps of it; two runs a second stay apart.
+    log = Path(args.logdir) / Path(args.out).stem / time.strftime(f"train-%Y%m%d-%H%M%S-{os.getpid()}")
     with files.writing(log):
         writer = SummaryWriter(log)
     try:

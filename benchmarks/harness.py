@@ -93,9 +93,17 @@ def time_forwards(weights, x, peers=False):
     return row
 
 
+ROUNDS, BLOCKS = 3, 3  # each path's time: the median of its blocks of about 5 ms, ROUNDS rounds of BLOCKS each
+SLOW = 0.02  # seconds a call: a path slower than this (torch COO at low sparsity) gets one block a round
+FAR = 2  # a block more than FAR times its path's median, or under 1 / FAR of it, is counted in <path>_far_blocks
+HOW = (f"a time: the median of {ROUNDS * BLOCKS} blocks of ~5 ms in one process ({ROUNDS} if over {SLOW * 1e3:g} ms "
+       f"a call), paths interleaved; *: a block over {FAR}x or under 1/{FAR} of it")
+
+
 def time_paths(paths, x):
     """The median and IQR, in ms, of each forward in paths = {name: (forward, layers)} on x, timed in
-    interleaved rounds: a slow spell of a shared machine hits every path alike."""
+    interleaved rounds, so that a slow spell of a shared machine hits every path alike; and how many of its blocks
+    lie far from that median (<name>_far_blocks), as a spell that long moves a median too."""
     benchmark = torch_benchmark()
     timers, calls, blocks = {}, {}, {}
     for name, (forward, layers) in paths.items():
@@ -104,19 +112,21 @@ def time_paths(paths, x):
         forward(layers, x)
         seconds = time.perf_counter() - start
         calls[name] = max(1, round(0.005 / seconds))  # blocks of about 5 ms
-        # Three blocks a round, but one for a path slower than 20 ms a call (torch COO at low sparsity), so that
-        # it does not stretch the sweep. Dense on a slow machine (5 ms a call) keeps its three.
-        blocks[name] = 3 if seconds < 0.02 else 1
+        # One block a round for a slow path, so that it does not stretch the sweep; dense on a slow machine (5 ms a
+        # call) keeps its three.
+        blocks[name] = BLOCKS if seconds < SLOW else 1
         timers[name] = benchmark.Timer("forward(layers, x)", globals={"forward": forward, "layers": layers, "x": x},
                                        num_threads=torch.get_num_threads())
     runs = {name: [] for name in paths}
-    for _ in range(3):
+    for _ in range(ROUNDS):
         for name, timer in timers.items():
             runs[name] += [timer.timeit(calls[name]) for _ in range(blocks[name])]
     row = {}
     for name, measurements in runs.items():
         merged = benchmark.Measurement.merge(measurements)[0]
         row[f"{name}_ms"], row[f"{name}_iqr_ms"] = 1e3 * merged.median, 1e3 * merged.iqr
+        row[f"{name}_far_blocks"] = sum(not merged.median / FAR <= block.median <= FAR * merged.median
+                                        for block in measurements)
     return row
 
 

@@ -47,7 +47,7 @@ def main(argv=None):
                 eval_script.main(["--sparsity", method, "--ks", ks, "--no-timing", *common,
                                   "--checkpoint", str(tmp / "model.pt"), "--results-dir", str(tmp / "results"),
                                   "--logdir", str(tmp / "runs"), "--plot", str(tmp / "plot.png")])
-                with open(tmp / "results" / f"{method}.csv") as f:
+                with open(tmp / "results" / "model" / f"{method}.csv") as f:  # eval.py files them by net
                     accuracy |= {(method, int(row["k"])): float(row["accuracy"]) for row in csv.DictReader(f)}
             cells = [accuracy[("weight", 0)]] + [accuracy[column] for column in COLUMNS]
             lines.append(f"| {name} | " + " | ".join(f"{a:.2f}" for a in cells) + " |")

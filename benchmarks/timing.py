@@ -28,6 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+import plot  # noqa: E402
 import results  # noqa: E402
 import files  # noqa: E402
 import utils  # noqa: E402
@@ -69,7 +70,7 @@ def main(argv=None):
             command = [sys.executable, str(REPO / "eval.py"), "--sparsity", args.sparsity, "--ks", args.ks,
                        "--checkpoint", args.checkpoint, "--timing-batch", ",".join(map(str, batches)), "--timing-peers",
                        "--no-download",
-                       "--results-dir", str(run_dir), "--logdir", str(run_dir / "runs"),
+                       "--name", "timed", "--results-dir", str(run_dir / "results"), "--logdir", str(run_dir / "runs"),
                        "--plot", str(run_dir / "plot.png")]
             print(f"run {i + 1}/{args.runs}: {shlex.join(['python', 'eval.py', *command[2:]])}", flush=True)
             start = time.perf_counter()
@@ -78,8 +79,9 @@ def main(argv=None):
             if done.returncode != 0:
                 raise utils.UserError(f"eval.py failed: {done.stderr.strip().splitlines()[-1]}")
             commands.append(shlex.join(["python", "eval.py", *command[2:]]))
-            runs.append({path.stem: results.read_rows(path) for path in sorted(run_dir.glob("*.csv"))})
-            config = json.loads(next(run_dir.glob("*.json")).read_text())["config"]
+            written = run_dir / "results" / "timed"
+            runs.append({path.stem: results.read_rows(path) for path in sorted(written.glob("*.csv"))})
+            config = json.loads(next(written.glob("*.json")).read_text())["config"]
             hardware, threads = config["machine"], config["threads"]
 
     rows = []
@@ -102,10 +104,10 @@ def main(argv=None):
             **vars(args), "machine": hardware, "threads": threads, "code": code, "runs": commands,
             "run_seconds": seconds}
     files.write_atomic(out / "timing.json", lambda f: f.write(json.dumps(info, indent=2).encode()))
-    timed = {method: [row for row in rows if row["method"] == method] for method in runs[0]}
+    timed = [(None, method, {}, [row for row in rows if row["method"] == method]) for method in runs[0]]
     note = (f"median of {args.runs} runs of eval.py, bars from min to max | batch {batches[0]}, "
             f"{hardware}, {threads} threads | {args.checkpoint}")
-    results.draw_plot(out / "timing.png", {}, None, note, timed)
+    plot.draw_plot(out / "timing.png", [], {}, note, timed)
     print(f"\nwrote {out}/timing.csv, timing.json and timing.png; each eval.py run took "
           f"{statistics.median(seconds):.0f} s (median; {min(seconds):.0f}-{max(seconds):.0f})")
 

@@ -34,7 +34,7 @@ BLOCK = re.compile(r"(<!-- generated: ([\w:./-]+) -->\n).*?(<!-- end -->)", re.S
 
 def read(name):
     """The rows of docs/results/<name>.csv by k."""
-    path = DOCS / "results" / f"{name}.csv"
+    path = DOCS / "results" / "dense" / f"{name}.csv"
     try:
         return {row["k"]: row for row in results.read_rows(path)}
     except (OSError, ValueError) as e:
@@ -55,7 +55,7 @@ def accuracy():
 
 def per_checkpoint(name, k):
     """Each checkpoint's accuracy at k, in the order of the checkpoints."""
-    info = json.loads((DOCS / "results" / f"{name}.json").read_text())
+    info = json.loads((DOCS / "results" / "dense" / f"{name}.json").read_text())
     return info["accuracy_per_checkpoint"][str(k)]
 
 

@@ -95,7 +95,7 @@ train() {
     finish
 }
 
-SWEEP=(--checkpoint "${SEEDS[@]}" --results-dir docs/results --logdir runs/docs --plot docs/plot.png)
+SWEEP=(--checkpoint "${SEEDS[@]}" --name dense --results-dir docs/results --logdir runs/docs --plot docs/plot.png)
 sweeps() {
     rm -rf docs/results
     for run in 1 2 3; do
@@ -182,13 +182,13 @@ sparse() {  # trained to be sparse, against pruning the dense seeds, at sparsiti
     python benchmarks/sparse.py --record "${SEEDS[@]}"  # the dense recipe's accuracy, for the tables
     local out=(--ks $SPARSE_KS --no-timing --logdir runs/sparse)
     timed "python eval.py --sparsity weight,global (3 dense checkpoints)" python eval.py --sparsity weight,global \
-        --checkpoint "${SEEDS[@]}" --results-dir docs/sparse/dense --plot docs/sparse/dense.png "${out[@]}"
+        --checkpoint "${SEEDS[@]}" --name dense --results-dir docs/sparse --plot docs/sparse/dense.png "${out[@]}"
     timed "python eval.py --sparsity weight,global,unit --retrain finetune (3 dense checkpoints)" python eval.py \
-        --sparsity weight,global,unit --retrain finetune --checkpoint "${SEEDS[@]}" --results-dir docs/sparse/dense \
+        --sparsity weight,global,unit --retrain finetune --checkpoint "${SEEDS[@]}" --name dense --results-dir docs/sparse \
         --plot docs/sparse/dense.png "${out[@]}"
     for method in vd vd-strength1 l0 l0-unit; do
         python eval.py --sparsity learned,weight --checkpoint checkpoints/$method-seed{0,1,2}.pt \
-            --results-dir docs/sparse/$method --plot docs/sparse/$method.png "${out[@]}"
+            --name $method --results-dir docs/sparse --plot docs/sparse/$method.png "${out[@]}"
     done
     python benchmarks/sparse.py --ks $SPARSE_KS --out docs/sparse.md --headline docs/sparse_headline.md
     python benchmarks/train_speed.py --out docs/train_speed.md

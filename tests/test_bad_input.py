@@ -1,8 +1,5 @@
-"""Bad input: one clear line, a non-zero exit, and nothing written.
-
-One test per row of the table in docs/errors.md, "When something is wrong", in its order, up to the outputs
-that cannot be written; test_interrupted.py has the rest: interruptions and writes that fail midway.
-"""
+"""Bad input: one clear line, a non-zero exit, and nothing written. A test per row of docs/errors.md's table, in its
+order, to the outputs that cannot be written (test_interrupted.py: the rest; test_compare.py: --name and plot.py)."""
 import gzip
 import os
 import pickle

@@ -35,7 +35,7 @@ def terminal_ctrl_c():
 @pytest.mark.parametrize("stop, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
 def test_stopping_training_keeps_the_previous_checkpoint(stop, code, tmp_path, checkpoint, data_dir):
     before = checkpoint.read_bytes()
-    earlier_runs = set((tmp_path / "runs").glob("train-*"))
+    earlier_runs = set((tmp_path / "runs" / "model").glob("train-*"))
     process = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--epochs", "100000", "--batch-size", "8",
                                 "--data-dir", str(data_dir), "--no-download", "--out", str(checkpoint)],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -50,7 +50,7 @@ def test_stopping_training_keeps_the_previous_checkpoint(stop, code, tmp_path, c
     assert checkpoint.read_bytes() == before
     checkpoints.load(checkpoint)
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
-    [interrupted_run] = set((tmp_path / "runs").glob("train-*")) - earlier_runs
+    [interrupted_run] = set((tmp_path / "runs" / "model").glob("train-*")) - earlier_runs
     events = EventAccumulator(str(interrupted_run))
     events.Reload()
     assert len(events.Scalars("train/loss")) >= 1  # the epochs done before the signal are kept
@@ -93,8 +93,8 @@ def test_kill_9_while_saving_keeps_the_previous_checkpoint(tmp_path, checkpoint)
 def test_an_interrupted_sweep_keeps_the_previous_results(tmp_path, checkpoint, data_dir, capsys, monkeypatch):
     argv = eval_argv(tmp_path, checkpoint, data_dir)
     assert run_main(eval_script.main, argv, capsys).returncode == 0
-    kept = {p: p.read_bytes() for p in [*(tmp_path / "results").iterdir(), tmp_path / "plot.png",
-                                        *(tmp_path / "runs" / "weight").iterdir()]}
+    kept = {p: p.read_bytes() for p in [*(tmp_path / "results" / "model").iterdir(), tmp_path / "plot.png",
+                                        *(tmp_path / "runs" / "model" / "weight").iterdir()]}
     calls, evaluate = [], utils.evaluate
 
     def evaluate_then_ctrl_c(model, data):
@@ -108,8 +108,8 @@ def test_an_interrupted_sweep_keeps_the_previous_results(tmp_path, checkpoint, d
                       capsys)
     assert result.returncode == 130
     assert {p: p.read_bytes() for p in kept} == kept
-    assert sorted((tmp_path / "results").iterdir()) == sorted(p for p in kept if p.parent.name == "results")
-    assert [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")] == []
+    assert sorted((tmp_path / "results" / "model").iterdir()) == sorted(p for p in kept if p.parent.name == "model")
+    assert [p.name for p in (tmp_path / "runs" / "model").iterdir() if p.name.startswith(".")] == []
 
 
 # an output path that exists but cannot take the file: said before any work, for every output
@@ -133,13 +133,13 @@ def test_a_checkpoint_path_that_cannot_take_the_file_fails_before_training(what,
 
 @pytest.mark.parametrize("output", ["plot", "results csv", "results json"])
 def test_an_eval_output_path_taken_by_a_folder_fails_before_the_sweep(output, tmp_path, checkpoint, data_dir, capsys):
-    taken = {"plot": tmp_path / "plot.png", "results csv": tmp_path / "results" / "weight.csv",
-             "results json": tmp_path / "results" / "weight.json"}[output]
+    taken = {"plot": tmp_path / "plot.png", "results csv": tmp_path / "results" / "model" / "weight.csv",
+             "results json": tmp_path / "results" / "model" / "weight.json"}[output]
     taken.mkdir(parents=True)
     result = run_main(eval_script.main, eval_argv(tmp_path, checkpoint, data_dir), capsys)
     assert_one_line(result, f"cannot write {taken}: it is a folder")
     assert "pruning of" not in result.stdout
-    assert not (tmp_path / "runs" / "weight").exists()
+    assert not (tmp_path / "runs" / "model" / "weight").exists()
 
 
 # a write that fails midway (a full disk, a file-size limit): one line naming the file, the old file intact,
@@ -176,7 +176,7 @@ def test_a_tensorboard_write_that_fails_keeps_the_previous_run(tmp_path, checkpo
 
     argv = eval_argv(tmp_path, checkpoint, data_dir)
     assert run_main(eval_script.main, argv, capsys).returncode == 0
-    run = tmp_path / "runs" / "weight"
+    run = tmp_path / "runs" / "model" / "weight"
     before = {p.name: p.read_bytes() for p in run.iterdir()}
 
     class FullDisk(tensorboard.SummaryWriter):
@@ -216,10 +216,10 @@ def test_two_sweeps_into_the_same_folders_at_once_both_finish_with_whole_files(t
     for sweep in sweeps:
         _, stderr = sweep.communicate(timeout=300)
         assert sweep.returncode == 0, stderr
-    with open(tmp_path / "results" / "weight.csv") as f:
+    with open(tmp_path / "results" / "model" / "weight.csv") as f:
         assert [row["k"] for row in csv.DictReader(f)] == ["0", "50", "90"]
-    json.loads((tmp_path / "results" / "weight.json").read_text())
-    events = EventAccumulator(str(tmp_path / "runs" / "weight"))
+    json.loads((tmp_path / "results" / "model" / "weight.json").read_text())
+    events = EventAccumulator(str(tmp_path / "runs" / "model" / "weight"))
     events.Reload()
-    assert [e.step for e in events.Scalars("accuracy")] == [0, 500, 900]  # k in tenths of a percent
-    assert [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")] == []
+    assert [e.step for e in events.Scalars("accuracy")] == [0, 301, 1000]  # 1000 · log10(1 / share kept)
+    assert [p.name for p in (tmp_path / "runs" / "model").iterdir() if p.name.startswith(".")] == []

@@ -70,7 +70,7 @@ def test_rewind_starts_from_exactly_the_initial_weights_masked_with_the_checkpoi
         for end, mask, start in zip(call["end"], call["masks"], call["start"]):
             assert torch.all(end[mask == 0] == 0)  # the mask held through training
             assert not torch.equal(end, start)  # and the rest trained
-    rows = read_csv(tmp_path / "results" / f"{method}-rewind.csv")
+    rows = read_csv(tmp_path / "results" / "model" / f"{method}-rewind.csv")
     assert [round(float(row["sparsity"])) for row in rows] == [50, 90]
     assert "one_shot_accuracy" in rows[0] and "dense_ms" not in rows[0]
 
@@ -125,9 +125,9 @@ def test_a_checkpoint_without_initial_weights_cannot_be_rewound_but_still_loads(
 def test_the_variants_get_their_own_results_beside_the_one_shot_ones(tmp_path, checkpoint, data_dir, capsys):
     for extra in ([], ["--retrain", "finetune"], ["--retrain", "rewind"], ["--retrain", "scratch"]):
         assert sweep(tmp_path, checkpoint, data_dir, capsys, "--no-timing", *extra).returncode == 0
-    assert sorted(p.stem for p in (tmp_path / "results").glob("*.csv")) == [
+    assert sorted(p.stem for p in (tmp_path / "results" / "model").glob("*.csv")) == [
         "weight", "weight-finetuned", "weight-rewind", "weight-scratch"]
-    assert {"weight-rewind", "weight-scratch"} <= {p.name for p in (tmp_path / "runs").iterdir()}
+    assert {"weight-rewind", "weight-scratch"} <= {p.name for p in (tmp_path / "runs" / "model").iterdir()}
 
 
 # The small dense and distilled nets of benchmarks/small_dense.py

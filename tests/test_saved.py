@@ -34,8 +34,8 @@ def file_name(method, variant, k):
 
 def sweep_argv(folder, checkpoint, data_dir, *extra, sparsity="all", ks=KS):
     return ["--sparsity", sparsity, "--ks", ",".join(map(str, ks)), "--no-timing", "--checkpoint", checkpoint,
-            "--data-dir", data_dir, "--no-download", "--results-dir", folder / "results", "--logdir", folder / "runs",
-            "--plot", folder / "plot.png", *extra]
+            "--data-dir", data_dir, "--no-download", "--name", "swept", "--results-dir", folder / "results",
+            "--logdir", folder / "runs", "--plot", folder / "plot.png", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_a_saved_net_reloads_to_the_pruned_models_logits_bit_for_bit(variant, sa
     source_sha256 = hashlib.sha256(trained[0].read_bytes()).hexdigest()
     for method in VARIANTS[variant][1]:
         name = method if variant == "one-shot" else f"{method}-{variant}"
-        rows = read_csv(folder / "results" / f"{name}.csv")
+        rows = read_csv(folder / "results" / "swept" / f"{name}.csv")
         sizes = []
         for k in KS:
             path = folder / "nets" / file_name(method, variant, k)
@@ -90,7 +90,7 @@ def test_a_decimal_k_is_swept_saved_and_reloaded_exactly(trained, data_dir, tmp_
     model, _ = checkpoints.load(trained[0])
     images, _ = data.load_data("mnist", data_dir, "test", download=False)
     for method in ("weight", "global"):
-        rows = read_csv_rows(tmp_path / "results" / f"{method}.csv")
+        rows = read_csv_rows(tmp_path / "results" / "swept" / f"{method}.csv")
         assert [row["k"] for row in rows] == ["99", "99.5", "99.8"]
         for k in (99.5, 99.8):
             loaded, record = checkpoints.load(tmp_path / "nets" / f"{method}-{k}.pt")
@@ -129,7 +129,7 @@ def test_a_loaded_net_pruned_further_or_fine_tuned_keeps_every_zero(retrain, sav
     zeros = [layer.weight == 0 for layer in loaded.hidden]
     suffix = "-finetuned" if retrain else ""
     for method in prune.METHODS:
-        rows = read_csv(tmp_path / "results" / f"{method}{suffix}.csv")
+        rows = read_csv(tmp_path / "results" / "swept" / f"{method}{suffix}.csv")
         for k in (0, 50, 90):
             further, _ = checkpoints.load(tmp_path / "nets" / f"{method}{suffix}-{k}.pt")
             for was_zero, layer in zip(zeros, further.hidden):
@@ -146,7 +146,7 @@ def test_a_saved_net_is_timed_like_a_checkpoint(saved, data_dir, tmp_path, capsy
     argv = [a for a in sweep_argv(tmp_path, path, data_dir, sparsity="weight", ks=(0,)) if a != "--no-timing"]
     result = run_main(eval_script.main, [*argv, "--timing-batch", 20], capsys)
     assert result.returncode == 0, result.stderr
-    row = read_csv(tmp_path / "results" / "weight.csv")[0]
+    row = read_csv(tmp_path / "results" / "swept" / "weight.csv")[0]
     assert float(row["sparsity"]) == pytest.approx(99, abs=1e-9) and float(row["sparse_ms"]) > 0
     assert float(row["flop_ceiling"]) > 50
 

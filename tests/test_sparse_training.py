@@ -239,7 +239,7 @@ def test_eval_learned_sweeps_a_sparse_checkpoint_and_all_leaves_it_out(sparse_ch
                                          "--ks", "50,99.5", "--no-timing", "--results-dir", tmp_path / "results",
                                          "--logdir", tmp_path / "runs", "--plot", tmp_path / "plot.png"], capsys)
     assert result.returncode == 0, result.stderr
-    rows = results.read_rows(tmp_path / "results" / "learned.csv")
+    rows = results.read_rows(tmp_path / "results" / "vd" / "learned.csv")
     assert [row["k"] for row in rows] == [50, 99.5]
     assert [row["sparsity"] for row in rows] == pytest.approx([50, 99.5], abs=1e-3)
     assert "learned" not in eval_script.parse_methods("all")

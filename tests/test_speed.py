@@ -1,19 +1,13 @@
 """The fast paths compute what the pruned model computes: torch.sparse, the CSR kernel and compaction."""
 import ctypes
-import csv
-import json
 import os
 
 import pytest
 import torch
 
-from conftest import BUILDS, kernel_build, needs_kernel, run_main
-import eval as eval_module
-from benchmarks import harness
-from eval import main
+from conftest import BUILDS, kernel_build, needs_kernel
 from prune import METHODS, prune
 from fastpath import plan as kernel_plan
-from csrc import build
 from fastpath.plan import column_plan, cpu_kernel, csr_kernel_forward, l1_bytes, sparse_plan, sparse_path
 from fastpath.compact import compact
 from fastpath.paths import dense_forward, flop_ceiling, torch_sparse_forward, transposed
@@ -215,72 +209,3 @@ def test_flop_ceiling_counts_the_nonzero_weights():
     nonzero = sum(int((w != 0).sum()) for w in pruned)
     assert flop_ceiling(pruned, pruned) == pytest.approx(2_386_000 / nonzero)
     assert nonzero == round(0.1 * 784_000) + round(0.1 * 1_000_000) + round(0.1 * 500_000) + round(0.1 * 100_000) + 2000
-
-
-def test_eval_times_every_path_for_every_method(tmp_path, checkpoint, data_dir, capsys):
-    result = run_main(main, ["--sparsity", "all", "--ks", "90,99", "--timing-batch", 50, "--checkpoint", checkpoint,
-                             "--data-dir", data_dir, "--results-dir", tmp_path / "results", "--logdir",
-                             tmp_path / "runs", "--plot", tmp_path / "plot.png"], capsys)
-    assert result.returncode == 0, result.stderr
-    for method in METHODS:
-        with open(tmp_path / "results" / f"{method}.csv") as f:
-            rows = list(csv.DictReader(f))
-        for row in rows:
-            for path in ("dense", "coo", "csr", "sparse", "compact"):
-                assert float(row[f"{path}_ms"]) > 0
-            for path in ("sparse", "compact"):
-                assert float(row[f"{path}_speedup"]) == pytest.approx(
-                    float(row["dense_ms"]) / float(row[f"{path}_ms"]), rel=1e-3)
-        assert float(rows[0]["flop_ceiling"]) == pytest.approx(2_386_000 / (238_400 + 2000), rel=1e-4)
-        assert all(float(row["compact_flop_ceiling"]) >= float(row["flop_ceiling"]) for row in rows)
-    with open(tmp_path / "results" / "unit.csv") as f:
-        unit_90 = list(csv.DictReader(f))[0]
-    assert float(unit_90["compact_flop_ceiling"]) == pytest.approx(2_386_000 / (100 * 784 + 100 * 100 + 50 * 100 +
-                                                                               20 * 50 + 10 * 20), rel=1e-4)
-    assert "sparse x" in result.stdout and "compact x" in result.stdout
-
-
-def test_eval_times_each_batch_size_and_the_peers_asked_for(tmp_path, checkpoint, data_dir, capsys, monkeypatch):
-    """The first size keeps the plain columns; another adds its own, suffixed; a peer that is not installed is
-    named in one note and not timed."""
-    real_peers = harness.peer_paths
-    monkeypatch.setattr(eval_module, "peer_libraries", lambda: ({}, ["MKL's sparse BLAS is not timed (test)"]))
-    monkeypatch.setattr(harness, "peer_paths", lambda w: ({k: v for k, v in real_peers(w)[0].items() if k != "mkl"}, []))
-    result = run_main(main, ["--sparsity", "weight", "--ks", "90", "--timing-batch", "20,1", "--timing-peers",
-                             "--checkpoint", checkpoint, "--data-dir", data_dir, "--results-dir", tmp_path / "results",
-                             "--logdir", tmp_path / "runs", "--plot", tmp_path / "plot.png"], capsys)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.count("note: MKL's sparse BLAS is not timed (test)") == 1
-    with open(tmp_path / "results" / "weight.csv") as f:
-        row = {column: float(value) for column, value in next(csv.DictReader(f)).items()}
-    for suffix in ("", "_batch1"):
-        for path in ("sparse", "compact", "csr", "scipy"):
-            assert row[f"{path}_speedup{suffix}"] == pytest.approx(
-                row[f"dense_ms{suffix}"] / row[f"{path}_ms{suffix}"], rel=1e-3)
-        assert f"mkl_ms{suffix}" not in row
-    assert "flop_ceiling" in row and "flop_ceiling_batch1" not in row  # the same at every batch
-    config = json.loads((tmp_path / "results" / "weight.json").read_text())["config"]
-    assert config["timing_batch"] == [20, 1] and config["timing_peers"] is True
-
-
-@pytest.mark.parametrize("value", ["1,0", "1,,2", "ten"])
-def test_a_bad_timing_batch_is_one_line(value, capsys):
-    result = run_main(main, ["--sparsity", "weight", "--timing-batch", value], capsys)
-    assert result.returncode == 2 and "--timing-batch" in result.stderr
-    assert "positive whole numbers" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_without_a_compiler_the_sparse_path_is_torch_csr(tmp_path, checkpoint, data_dir, capsys, monkeypatch):
-    missing = str(tmp_path / "no-such-cc")
-    kernel, why_not = build.build("forward", missing)
-    assert kernel is None and "no-such-cc" in why_not
-    monkeypatch.setenv("CC", missing)
-    assert sparse_path("cpu") == "torch CSR"
-    result = run_main(main, ["--sparsity", "weight", "--ks", "90", "--timing-batch", 20, "--checkpoint", checkpoint,
-                             "--data-dir", data_dir, "--results-dir", tmp_path / "results", "--logdir",
-                             tmp_path / "runs", "--plot", tmp_path / "plot.png"], capsys)
-    assert result.returncode == 0, result.stderr
-    assert "note: the sparse path is torch CSR" in result.stdout
-    assert json.loads((tmp_path / "results" / "weight.json").read_text())["config"]["sparse_path"] == "torch CSR"
-    with open(tmp_path / "results" / "weight.csv") as f:
-        assert float(next(csv.DictReader(f))["sparse_ms"]) > 0
