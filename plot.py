@@ -7,7 +7,8 @@ draws it at the end of each sweep; this redraws it, from any folder of results:
 
 A net's results are left out, with one note, where its checkpoint has changed since they were made (the file's
 sha256 is not the one they record). The unpruned accuracy is drawn for a dense net only: a net trained to be
-sparse, or pruned already, has no unpruned accuracy of its own.
+sparse, or pruned already, has no unpruned accuracy of its own. Nets trained to a target (gmp-95.pt, gmp-99.pt),
+each evaluated at its own target, join into one curve: the sweep over targets.
 """
 import argparse
 import hashlib
@@ -57,8 +58,29 @@ def compare(results_dir, path):
                  f"each net's first checkpoint")
     unpruned = {net: sum(c["accuracy"] for c in info["checkpoints"]) / len(info["checkpoints"])
                 for net, info in nets.items() if is_dense(info)}
-    draw_plot(path, curves, unpruned, note, timed)
+    draw_plot(path, join_targets(curves), unpruned, note, timed)
     return described
+
+
+def join_targets(curves):
+    """Curves of one point each, from nets trained to be sparse to a target (gmp-90.pt, gmp-95.pt...) and measured
+    at that target, joined into one curve per method and recipe: the sweep over targets, a point for each net."""
+    sweeps, kept = {}, []
+    for curve in curves:
+        net, name, info, rows = curve
+        trained = info["config"].get("checkpoint_config", {})
+        if trained.get("target") is not None and len(rows) == 1 and rows[0]["k"] == trained["target"]:
+            sweeps.setdefault((trained.get("sparse"), trained.get("dataset"), name), []).append(curve)
+        else:
+            kept.append(curve)
+    for (sparse, _, name), members in sweeps.items():
+        if len(members) == 1:
+            kept += members
+            continue
+        members.sort(key=lambda curve: curve[3][0]["k"])
+        nets = f"{sparse} to each target ({', '.join(net for net, *_ in members)})"
+        kept.append((nets, name, members[0][2], [curve[3][0] for curve in members]))
+    return kept
 
 
 def is_dense(info):
@@ -121,13 +143,14 @@ def percent_kept(rows):
 
 def plot_accuracy(ax, curves, unpruned):
     """Mean test accuracy against the weights kept, a band of ± one standard deviation over checkpoints: a color
-    for each method, a marker for each net, a line style for each variant (one-shot, fine-tuned...)."""
-    colors = {name: f"C{i % 10}" for i, name in enumerate(sorted({info["method"] for _, _, info, _ in curves}))}
+    for each curve, a marker for each net, a line style for each variant (one-shot, fine-tuned...)."""
+    import matplotlib  # draw_plot chose its backend
+    palette = "tab10" if len(curves) <= 10 else "tab20"
     markers = {net: MARKERS[i % len(MARKERS)] for i, net in enumerate(dict.fromkeys(net for net, *_ in curves))}
-    for net, name, info, rows in curves:
+    for i, (net, name, info, rows) in enumerate(curves):
         kept, mean = percent_kept(rows), [row["accuracy"] for row in rows]
         std = [row.get("accuracy_std", 0.0) for row in rows]
-        color = colors[info["method"]]
+        color = matplotlib.colormaps[palette](i % 20)
         ax.plot(kept, mean, VARIANTS.get(info.get("variant"), "-"), marker=markers[net], markersize=4, color=color,
                 label=f"{net}: {name}")
         ax.fill_between(kept, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color,
@@ -160,10 +183,11 @@ def plot_speed(ax, timed):
                         color=colors[net, name], label=f"{method}, {label}")
         compact_ceiling = [row["compact_flop_ceiling"] for row in rows]
         if any(c > 1.1 * row["flop_ceiling"] for c, row in zip(compact_ceiling, rows)):  # else it hides under the grey one
-            ax.plot(kept, compact_ceiling, ":", color=colors[net, name], linewidth=1, label=f"{method}, compact ceiling")
+            ax.plot(kept, compact_ceiling, ":", marker="_", color=colors[net, name], linewidth=1,
+                    label=f"{method}, compact ceiling")
     rows = timed[0][3]
-    ax.plot(percent_kept(rows), [row["flop_ceiling"] for row in rows], ":", color="grey", linewidth=2,
-            label="ceiling of the nonzeros")
+    ax.plot(percent_kept(rows), [row["flop_ceiling"] for row in rows], ":", marker="_", markersize=12, color="grey",
+            linewidth=2, label="ceiling of the nonzeros")  # the marker: a net timed at one k is one point
     ax.axhline(1, color="black", linewidth=0.8)
     ax.set(yscale="log", ylabel="speedup over dense (x)", title="Forward pass against dense")
 

@@ -26,23 +26,26 @@ def test_two_nets_evaluated_into_the_same_folders_keep_every_result_labelled_in_
 
     run(train.main, "--epochs", 1, "--batch-size", 32)
     dense = (tmp_path / "model.pt").read_bytes()
-    run(train.main, "--epochs", 1, "--batch-size", 32, "--sparse", "gmp", "--target", 90)
+    for target in (90, 95):
+        run(train.main, "--epochs", 1, "--batch-size", 32, "--sparse", "gmp", "--target", target)
     assert (tmp_path / "model.pt").read_bytes() == dense  # the sparse recipe has a file of its own
     run(eval_script.main, "--sparsity", "weight,global", "--ks", "0,50,90", "--no-timing")
     result = run(eval_script.main, "--sparsity", "weight", "--ks", "90", "--checkpoint", "gmp-90.pt", "--timing-batch", 5)
-
     assert result.stdout.strip().splitlines()[-1].startswith("wrote results/gmp-90/, runs/gmp-90/ and plot.png")
-    filed = sorted(str(p.relative_to(tmp_path / "results")) for p in (tmp_path / "results").rglob("*.*"))
-    assert filed == ["gmp-90/weight.csv", "gmp-90/weight.json", "model/global.csv", "model/global.json",
-                     "model/weight.csv", "model/weight.json"]
-    runs = {str(p.relative_to(tmp_path / "runs")) for p in (tmp_path / "runs").glob("*/*")}
-    assert {"model/weight", "model/global", "gmp-90/weight"} <= runs
-    assert {run.split("/")[0] for run in runs if "/train-" in run} == {"model", "gmp-90"}  # train.py's, by --out
+    assert drawn[-1][0] == [("model", "global"), ("model", "weight"), ("gmp-90", "weight")]
+    run(eval_script.main, "--sparsity", "weight", "--ks", "95", "--checkpoint", "gmp-95.pt", "--no-timing")
 
-    curves, unpruned, note = drawn[-1]
-    assert curves == [("gmp-90", "weight"), ("model", "global"), ("model", "weight")]
+    filed = sorted(str(p.relative_to(tmp_path / "results")) for p in (tmp_path / "results").rglob("*.*"))
+    assert filed == ["gmp-90/weight.csv", "gmp-90/weight.json", "gmp-95/weight.csv", "gmp-95/weight.json",
+                     "model/global.csv", "model/global.json", "model/weight.csv", "model/weight.json"]
+    runs = {str(p.relative_to(tmp_path / "runs")) for p in (tmp_path / "runs").glob("*/*")}
+    assert {"model/weight", "model/global", "gmp-90/weight", "gmp-95/weight"} <= runs
+    assert {run.split("/")[0] for run in runs if "/train-" in run} == {"model", "gmp-90", "gmp-95"}  # by --out
+
+    curves, unpruned, note = drawn[-1]  # the two gmp nets, each at its target: one curve, the sweep over targets
+    assert curves == [("model", "global"), ("model", "weight"), ("gmp to each target (gmp-90, gmp-95)", "weight")]
     assert list(unpruned) == ["model"]  # the unpruned line is the dense net's alone
-    assert "gmp-90 (mnist, 1 checkpoint); model (mnist, 1 checkpoint)" in note
+    assert "gmp-90 (mnist, 1 checkpoint); gmp-95 (mnist, 1 checkpoint); model (mnist, 1 checkpoint)" in note
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     info = json.loads((tmp_path / "results" / "gmp-90" / "weight.json").read_text())
     assert info["checkpoints"][0]["dense"] is False and info["config"]["name"] == "gmp-90"
