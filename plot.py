@@ -143,14 +143,16 @@ def percent_kept(rows):
 
 def plot_accuracy(ax, curves, unpruned):
     """Mean test accuracy against the weights kept, a band of ± one standard deviation over checkpoints: a color
-    for each curve, a marker for each net, a line style for each variant (one-shot, fine-tuned...)."""
+    for each net and method, a marker for each net, a line style for each variant (one-shot, fine-tuned...), so
+    that a method's variants share a color and another net's curves take others."""
     import matplotlib  # draw_plot chose its backend
-    palette = "tab10" if len(curves) <= 10 else "tab20"
+    pairs = list(dict.fromkeys((net, info["method"]) for net, _, info, _ in curves))
+    palette = matplotlib.colormaps["tab10" if len(pairs) <= 10 else "tab20"]
     markers = {net: MARKERS[i % len(MARKERS)] for i, net in enumerate(dict.fromkeys(net for net, *_ in curves))}
-    for i, (net, name, info, rows) in enumerate(curves):
+    for net, name, info, rows in curves:
         kept, mean = percent_kept(rows), [row["accuracy"] for row in rows]
         std = [row.get("accuracy_std", 0.0) for row in rows]
-        color = matplotlib.colormaps[palette](i % 20)
+        color = palette(pairs.index((net, info["method"])) % 20)
         ax.plot(kept, mean, VARIANTS.get(info.get("variant"), "-"), marker=markers[net], markersize=4, color=color,
                 label=f"{net}: {name}")
         ax.fill_between(kept, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color,
