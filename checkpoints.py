@@ -9,6 +9,7 @@ torch.load(path, weights_only=True) and no code of this repo:
               every column index fits) and "values" (float32), the columns of a row in increasing
               order; or {"dense": the float32 matrix} where that is the smaller of the two
     logits    the logits layer's float32 matrix, never pruned
+    sizes     the MLP's layer sizes, input to logits (784-1000-1000-500-200-10 where a file has none)
     accuracy  test accuracy in %, as eval.py measured it
     dataset   {"name", "mean", "std"}: what the images are and how they were normalised
     pruned    method, k, variant, the measured sparsity (hidden layers, whole net, each layer),
@@ -27,7 +28,7 @@ import torch
 
 import files
 from data import DATASETS
-from model import MLP, SIZES
+from model import MLP, SIZES, hidden_error
 from utils import UserError
 
 PRUNED = {"written_by": "eval.py --save", "format": 1}  # what marks a file as a pruned net
@@ -45,7 +46,8 @@ def save(path, model, config, accuracy, initial_state=None, **measured):
 def save_pruned(path, weights, accuracy, dataset, pruned, config):
     """A pruned net, `weights` its matrices in order (the logits layer's last), in the form above."""
     name, mean, std = dataset, *DATASETS[dataset][1:]
-    net = {**PRUNED, "hidden": [sparse_layer(weight) for weight in weights[:-1]],
+    net = {**PRUNED, "sizes": [weights[0].shape[1], *(weight.shape[0] for weight in weights)],
+           "hidden": [sparse_layer(weight) for weight in weights[:-1]],
            "logits": weights[-1].detach().float().cpu().contiguous(), "accuracy": accuracy,
            "dataset": {"name": name, "mean": mean, "std": std}, "pruned": pruned, "config": config}
     files.write_atomic(path, lambda f: torch.save(net, f))
@@ -72,11 +74,15 @@ def load(path, device="cpu"):
     checkpoint, sha256 = read(path)
     if not isinstance(checkpoint, dict):
         raise UserError(f"{path} is not a checkpoint saved by train.py or eval.py --save")
-    model = MLP()
-    if {k: checkpoint.get(k) for k in PRUNED} == PRUNED:
+    pruned = {k: checkpoint.get(k) for k in PRUNED} == PRUNED
+    sizes = net_sizes(path, checkpoint, pruned)
+    model = MLP(sizes)
+    if pruned:
         check_record(path, checkpoint)
-        weights = [*(hidden_weight(path, n, layer) for n, layer in enumerate(hidden_layers(path, checkpoint), 1)),
-                   checked_tensor(path, "the logits layer", checkpoint["logits"], torch.float32, shape(len(SIZES) - 1))]
+        weights = [*(hidden_weight(path, sizes, n, layer)
+                     for n, layer in enumerate(hidden_layers(path, sizes, checkpoint), 1)),
+                   checked_tensor(path, "the logits layer", checkpoint["logits"], torch.float32,
+                                  shape(sizes, len(sizes) - 1), sizes)]
         with torch.no_grad():
             for layer, weight in zip(model.layers, weights):
                 layer.weight.copy_(weight)
@@ -86,9 +92,9 @@ def load(path, device="cpu"):
             raise UserError(f"{path} is not a checkpoint saved by train.py or eval.py --save (no weights in it)")
         for key in ("state_dict", "initial_state_dict"):  # the initial weights, where train.py kept them
             if key in checkpoint:
-                check_weights(path, checkpoint[key], model)
+                check_weights(path, checkpoint[key], model, sizes)
         if "scores" in checkpoint:  # what train.py --sparse vd or l0 learned
-            check_scores(path, checkpoint["scores"])
+            check_scores(path, checkpoint["scores"], sizes)
         model.load_state_dict(checkpoint["state_dict"])
     return model.to(device), {**checkpoint, "sha256": sha256}
 
@@ -144,7 +150,23 @@ def code_it_would_run(data):
     return None
 
 
-def check_weights(path, state, model):
+def net_sizes(path, checkpoint, pruned):
+    """The layer sizes of the net in a checkpoint: a pruned net's "sizes", train.py's config's "hidden" (the
+    default net's where there is neither, as files made before either say), each checked."""
+    given = checkpoint.get("sizes") if pruned else (checkpoint.get("config") or {}).get("hidden")
+    if given is None:
+        return SIZES
+    found = list(given) if isinstance(given, (list, tuple)) else []
+    if pruned:
+        found = found[1:-1] if found[:1] == [SIZES[0]] and found[-1:] == [SIZES[-1]] else []
+    why_not = hidden_error(found)
+    if why_not:  # before any allocation: a crafted file could ask for a net of any size
+        raise UserError(f"{path} gives its net's sizes as {given!r}, not {why_not}, between the {SIZES[0]} pixels "
+                        f"and the {SIZES[-1]} classes")
+    return (SIZES[0], *found, SIZES[-1])
+
+
+def check_weights(path, state, model, sizes):
     """Refuse a state dict that does not fit `model`, or whose weights are not all finite."""
     if not isinstance(state, dict):
         raise UserError(f"{path} is not a checkpoint saved by train.py (its weights are not a state dict)")
@@ -152,18 +174,19 @@ def check_weights(path, state, model):
     found = {name: tuple(t.shape) for name, t in state.items() if torch.is_tensor(t)}
     if found != expected:
         name = next(n for n in sorted(expected.keys() | found.keys()) if expected.get(n) != found.get(n))
-        raise architecture_error(path, name, found.get(name, "missing"), expected.get(name, "absent"))
+        raise architecture_error(path, sizes, name, found.get(name, "missing"), expected.get(name, "absent"))
     not_finite = next((name for name, t in state.items() if torch.is_tensor(t) and not torch.isfinite(t).all()), None)
     if not_finite:
         raise UserError(f"{path} holds weights that are not finite (NaN or inf in {not_finite}), as a run that "
                         f"diverged saves them; train it again")
 
 
-def check_scores(path, scores):
+def check_scores(path, scores, sizes):
     """Refuse learned scores that are not one finite float32 matrix per hidden layer, shaped as its weights."""
-    if not (isinstance(scores, list) and len(scores) == len(SIZES) - 2 and all(
+    if not (isinstance(scores, list) and len(scores) == len(sizes) - 2 and all(
             torch.is_tensor(score) and score.layout == torch.strided and score.dtype == torch.float32
-            and list(score.shape) == shape(n) and bool(torch.isfinite(score).all()) for n, score in enumerate(scores, 1))):
+            and list(score.shape) == shape(sizes, n) and bool(torch.isfinite(score).all())
+            for n, score in enumerate(scores, 1))):
         raise UserError(f"{path} holds learned scores that are not one finite float32 matrix per hidden layer, "
                         f"shaped as its weights")
 
@@ -173,30 +196,30 @@ def check_scores(path, scores):
 # part is checked before any is used: each refusal names the file and what is wrong, in one line.
 
 
-def shape(number):
-    """The [rows, columns] of weight matrix `number` (from 1) of the MLP."""
-    return [SIZES[number], SIZES[number - 1]]
+def shape(sizes, number):
+    """The [rows, columns] of weight matrix `number` (from 1) of the MLP of `sizes`."""
+    return [sizes[number], sizes[number - 1]]
 
 
-def architecture_error(path, what, found, expected):
+def architecture_error(path, sizes, what, found, expected):
     return UserError(f"{path} holds another architecture: {what} is {found} there, {expected} in the MLP "
-                     f"{'-'.join(map(str, SIZES))}")
+                     f"{'-'.join(map(str, sizes))} it says it is")
 
 
 def damaged(path, what):
     return UserError(f"{path} is a damaged pruned net: {what}")
 
 
-def hidden_layers(path, net):
+def hidden_layers(path, sizes, net):
     hidden = net.get("hidden")
     if not isinstance(hidden, list):
         raise damaged(path, "its hidden layers are not a list")
-    if len(hidden) != len(SIZES) - 2:
-        raise architecture_error(path, "the number of hidden layers", len(hidden), len(SIZES) - 2)
+    if len(hidden) != len(sizes) - 2:
+        raise architecture_error(path, sizes, "the number of hidden layers", len(hidden), len(sizes) - 2)
     return hidden
 
 
-def checked_tensor(path, name, value, dtype, size=None):
+def checked_tensor(path, name, value, dtype, size=None, sizes=SIZES):
     """`value` if it is a plain, contiguous tensor of `dtype`, `size` (or one dimension) and finite values."""
     if not torch.is_tensor(value) or value.layout != torch.strided:
         raise damaged(path, f"{name} is not a plain tensor")
@@ -205,7 +228,7 @@ def checked_tensor(path, name, value, dtype, size=None):
     if size is None and value.dim() != 1:
         raise damaged(path, f"{name} has {value.dim()} dimensions, not 1")
     if size is not None and list(value.shape) != size:
-        raise architecture_error(path, name, "x".join(map(str, value.shape)), "x".join(map(str, size)))
+        raise architecture_error(path, sizes, name, "x".join(map(str, value.shape)), "x".join(map(str, size)))
     if not value.is_contiguous():  # a crafted stride could make a tensor far larger than the file
         raise damaged(path, f"{name} is not contiguous")
     if value.is_floating_point() and not torch.isfinite(value).all():
@@ -213,17 +236,17 @@ def checked_tensor(path, name, value, dtype, size=None):
     return value
 
 
-def hidden_weight(path, number, layer):
+def hidden_weight(path, sizes, number, layer):
     """The dense matrix of hidden layer `number` (from 1), after checking every part of its CSR form."""
-    expected, name = shape(number), f"hidden layer {number}"
+    expected, name = shape(sizes, number), f"hidden layer {number}"
     if not isinstance(layer, dict):
         raise damaged(path, f"{name} is not a dict")
     if set(layer) == {"dense"}:
-        return checked_tensor(path, name, layer["dense"], torch.float32, expected)
+        return checked_tensor(path, name, layer["dense"], torch.float32, expected, sizes)
     if set(layer) != {"shape", "crow_indices", "col_indices", "values"}:
         raise damaged(path, f"{name} holds {sorted(layer)}, not shape, crow_indices, col_indices and values")
     if not isinstance(layer["shape"], (list, tuple)) or list(layer["shape"]) != expected:
-        raise architecture_error(path, name, layer["shape"], expected)
+        raise architecture_error(path, sizes, name, layer["shape"], expected)
     rows, columns = expected
     crow = checked_tensor(path, f"{name}'s crow_indices", layer["crow_indices"], torch.int64)
     column = checked_tensor(path, f"{name}'s col_indices", layer["col_indices"], torch.int16).long()

@@ -18,6 +18,7 @@ import retrain
 import utils
 from benchmarks.harness import HOW, machine, peer_libraries, time_forwards
 from fastpath.plan import cpu_kernel, sparse_path
+from model import sizes_of
 from prune import METHODS, SCORE_METHODS, apply_masks, masks, sparsity
 
 DEFAULT_KS = "0,25,50,60,70,80,90,95,97,99"
@@ -183,6 +184,10 @@ def load_checkpoints(args, device):
     models, saved = zip(*(checkpoints.load(path, device) for path in args.checkpoint))
     if len({c.get("config", {}).get("dataset", "mnist") for c in saved}) > 1:
         raise utils.UserError("the checkpoints were trained on different data sets; compare seeds of one recipe")
+    shapes = sorted({"-".join(map(str, sizes_of(model))) for model in models})
+    if len(shapes) > 1:
+        raise utils.UserError(f"the checkpoints are nets of different sizes ({', '.join(shapes)}); compare seeds of "
+                              f"one recipe")
     twice = next((path for n, (path, c) in enumerate(zip(args.checkpoint, saved))
                   if c["sha256"] in [earlier["sha256"] for earlier in saved[:n]]), None)
     if twice:

@@ -8,16 +8,16 @@ import torch
 
 import utils
 from fastpath.compact import live_units
-from model import MLP
+from model import MLP, SIZES, sizes_of
 from prune import hold_at_zero
 from sparse_training.masked import mask_hidden
 
 
-def fresh_init(seed, device="cpu"):
-    """A newly initialised MLP, its weights drawn from `seed`: where retraining from scratch starts."""
+def fresh_init(seed, device="cpu", sizes=SIZES):
+    """A newly initialised MLP of `sizes`, its weights drawn from `seed`: where retraining from scratch starts."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MLP().to(device)
+        return MLP(sizes).to(device)
 
 
 def retrain(model, train_data, epochs, lr, batch_size, seed, l1=0.0, weight_decay=0.0):
@@ -80,15 +80,16 @@ def starting_points(variant, paths, models, checkpoints, seed, device):
     before training (rewind, Frankle & Carbin 2019), or a fresh init drawn from seed and the checkpoint's
     hash, so that each checkpoint gets its own and never its original one (scratch)."""
     if variant == "scratch":
-        return [fresh_init(int(checkpoint["sha256"][:8], 16) + seed, device) for checkpoint in checkpoints]
+        return [fresh_init(int(checkpoint["sha256"][:8], 16) + seed, device, sizes_of(model))
+                for model, checkpoint in zip(models, checkpoints)]
     if variant != "rewind":
         return models
     initial = []
-    for path, checkpoint in zip(paths, checkpoints):
+    for path, model, checkpoint in zip(paths, models, checkpoints):
         if "initial_state_dict" not in checkpoint:
             what = "is a pruned net, which keeps" if "pruned" in checkpoint else "holds"
             raise utils.UserError(f"{path} {what} no initial weights, so it cannot be rewound: rewind the checkpoint "
                                   f"train.py saved, or use --retrain finetune or scratch")
-        initial.append(MLP().to(device))
+        initial.append(MLP(sizes_of(model)).to(device))
         initial[-1].load_state_dict(checkpoint["initial_state_dict"])
     return initial

@@ -15,13 +15,15 @@ import data
 import files
 import sparse_training
 import utils
-from model import MLP
+from model import HIDDEN, MLP, hidden_error, sizes
 
 
 def parse_args(argv):
     """The flags, each default resolved for the recipe --sparse picks."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--epochs", type=utils.positive_int, default=15, help="passes over the training set")
+    parser.add_argument("--hidden", type=hidden_sizes, default=",".join(map(str, HIDDEN)),
+                        help="the hidden layers' units, comma-separated: 300,100 is the papers' LeNet-300-100")
     parser.add_argument("--batch-size", type=utils.positive_int, default=128, help="images per SGD step")
     parser.add_argument("--lr", type=utils.positive_float, default=argparse.SUPPRESS,
                         help="peak learning rate, annealed to 0 on a cosine (default: 0.05 for SGD with Nesterov "
@@ -69,20 +71,33 @@ def parse_args(argv):
     if adam:
         args.strength = getattr(args, "strength", sparse_training.DEFAULT_STRENGTH[sparse])
     args.sparse = sparse
-    args.out = getattr(args, "out", default_out(sparse, getattr(args, "target", None)))
+    args.out = getattr(args, "out", default_out(sparse, getattr(args, "target", None), args.hidden))
     return args
 
 
-def default_out(sparse, target):
-    """The checkpoint's default name, after its recipe: model.pt, gmp-99.pt, gmp-global-99.8.pt, vd.pt, l0.pt."""
-    if sparse is None:
-        return "model.pt"
-    return f"{sparse}-{target:g}.pt" if target is not None else f"{sparse}.pt"
+def hidden_sizes(text):
+    """--hidden: the units of each hidden layer, comma-separated, in order (1000,1000 is two layers)."""
+    try:
+        hidden = [int(item) for item in text.split(",")]
+    except ValueError:
+        hidden = []
+    why_not = hidden_error(hidden)
+    if why_not:
+        raise argparse.ArgumentTypeError(f"expected {why_not}, comma-separated, got {text!r}")
+    return hidden
+
+
+def default_out(sparse, target, hidden=HIDDEN):
+    """The checkpoint's default name, after its recipe: model.pt, gmp-99.pt, gmp-global-99.8.pt, vd.pt, l0.pt;
+    model-300-100.pt, gmp-99-300-100.pt for other hidden sizes than the default."""
+    name = "model" if sparse is None else f"{sparse}-{target:g}" if target is not None else sparse
+    return f"{name}.pt" if tuple(hidden) == HIDDEN else f"{name}-{'-'.join(map(str, hidden))}.pt"
 
 
 def recipe(config):
     """What makes two checkpoints the same recipe, as far as replacing one by the other goes."""
-    return {"sparse": config.get("sparse"), "target": config.get("target"), "dataset": config.get("dataset", "mnist")}
+    return {"sparse": config.get("sparse"), "target": config.get("target"), "dataset": config.get("dataset", "mnist"),
+            "hidden": list(config.get("hidden", HIDDEN))}
 
 
 def check_replacing(args):
@@ -107,7 +122,8 @@ def check_replacing(args):
 def describe(recipe):
     method = recipe["sparse"] or "dense"
     target = f" to {recipe['target']:g} %" if recipe["target"] is not None else ""
-    return f"{method}{target} on {recipe['dataset']}"
+    net = f" {'-'.join(map(str, sizes(recipe['hidden'])))}" if tuple(recipe["hidden"]) != HIDDEN else ""
+    return f"{method}{target}{net} on {recipe['dataset']}"
 
 
 def main(argv=None):
@@ -128,7 +144,7 @@ def main(argv=None):
     config = {**vars(args), "device": device, "command": command, "torch": str(torch.__version__),
               **kernel_path(sparse, device)}
 
-    model = MLP().to(device)
+    model = MLP(sizes(args.hidden)).to(device)
     initial_state = {name: weight.clone() for name, weight in model.state_dict().items()}  # for rewinding
     steps = args.epochs * math.ceil(len(train_data[1]) / args.batch_size)  # the schedule moves every batch
     # gmp prunes after each step; vd and l0 make the hidden layers their own, and add a term to the loss
