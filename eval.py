@@ -1,5 +1,6 @@
 """Prune the trained MLP to each sparsity k and measure its test accuracy, and its speed dense against sparse."""
 import argparse
+import os
 import re
 import shlex
 import sys
@@ -16,7 +17,7 @@ import plot
 import results
 import retrain
 import utils
-from benchmarks.harness import HOW, machine, peer_libraries, time_forwards
+from benchmarks.harness import BLAS_ENVIRONMENT, HOW, machine, peer_libraries, time_forwards
 from fastpath.plan import cpu_kernel, sparse_path
 from model import sizes_of
 from prune import METHODS, SCORE_METHODS, apply_masks, masks, sparsity
@@ -98,7 +99,7 @@ def parse_args(argv):
                         help="seeds random pruning, the order of the images in retraining, and scratch's init")
     data.add_data_arguments(parser)
     parser.set_defaults(dataset=CHECKPOINTS, data_dir=CHECKPOINTS)
-    parser.add_argument("--name", type=folder_name, default=argparse.SUPPRESS,
+    parser.add_argument("--name", type=utils.folder_name, default=argparse.SUPPRESS,
                         help="what these checkpoints' results are filed under, in --results-dir and --logdir (default: "
                              "their file names, joined by +: model, or seed0+seed1+seed2); a rerun of the same name "
                              "and method replaces its results, any other adds to them")
@@ -226,7 +227,8 @@ def run_info(args, argv, saved, recipe, dataset, data_dir, device, timing):
             "config": {"command": command, **vars(args), "retrain_recipe": recipe, "dataset": dataset,
                        "data_dir": data_dir, "device": device, "checkpoint_config": saved[0].get("config", {}),
                        "torch": str(torch.__version__), "sparse_path": sparse_path(device) if timing else None,
-                       "machine": machine(device), "threads": torch.get_num_threads(), "timing": HOW if timing else None}}
+                       "machine": machine(device), "threads": torch.get_num_threads(), "timing": HOW if timing else None,
+                       "blas_environment": {name: os.environ[name] for name in BLAS_ENVIRONMENT if name in os.environ}}}
 
 
 def prune_and_measure(models, saved, starts, method, k, seed, test_data, train_data, recipe):
@@ -282,13 +284,6 @@ def save_folders(folder, paths):
         raise utils.UserError("--save keeps each checkpoint's nets in a folder named after its file: give the "
                               "checkpoints different file names")
     return [Path(folder) / stem for stem in stems]
-
-
-def folder_name(text):
-    """--name: one folder's name."""
-    if not text or text in (".", "..") or text.startswith(".") or "/" in text or "\\" in text:
-        raise argparse.ArgumentTypeError(f"expected a folder's name, without / and not starting with '.', got {text!r}")
-    return text
 
 
 def net_name(name, k):

@@ -24,8 +24,8 @@ TABLE = [("k", "k %"), ("sparsity", "sparsity %"), ("total_sparsity", "whole net
          ("accuracy", "accuracy %"), ("accuracy_std", "±"),
          ("dense_ms", "dense ms"), ("sparse_ms", "sparse ms"), ("sparse_speedup", "sparse x"),
          ("flop_ceiling", "ceiling x"), ("compact_speedup", "compact x")]
-LEGEND = ("sparse x = dense ms / sparse ms; ceiling x = the dense net's multiply-adds / the nonzero weights'; "
-          "compact x: the net without its dead units, dense")
+LEGEND = ("dense: the fastest of torch's and numpy's products (named); sparse x = dense ms / sparse ms; ceiling x = "
+          "the dense net's multiply-adds / the nonzero weights'; compact x: the net without its dead units, dense")
 
 
 def batch_column(name, batch, batches):
@@ -53,17 +53,26 @@ def markdown_table(rows):
     """The console table of a sweep, a time with a block far from its median marked * (harness.time_paths)."""
     columns = [(c, heading) for c, heading in TABLE if c in rows[0]]
     return markdown([heading for _, heading in columns],
-                    [[f"{row[c]:g}" if c == "k" else format_number(row[c]) + "*" * (row.get(far_blocks(c), 0) > 0)
-                      for c, _ in columns] for row in rows])
+                    [[f"{row[c]:g}" if c == "k" else format_number(row[c]) + "*" * (row.get(far_blocks(c, row), 0) > 0)
+                      + (f" {dense_by(row)}" if c == "dense_ms" else "") for c, _ in columns] for row in rows])
 
 
-def far_blocks(column):
-    """The column counting the blocks far from a time's median: dense_far_blocks for dense_ms."""
+def dense_by(row, suffix=""):
+    """Which product gave a row's dense time, the fastest of those timed."""
+    return "numpy" if row.get(f"dense_numpy_fastest{suffix}") else "torch"
+
+
+def far_blocks(column, row):
+    """The column counting the blocks far from a time's median: sparse_far_blocks for sparse_ms; dense_ms is the
+    fastest dense, whose blocks are counted under its product (dense_torch_far_blocks, dense_numpy_far_blocks)."""
+    if column == "dense_ms":
+        return f"dense_{dense_by(row)}_far_blocks"
     return column[:-len("_ms")] + "_far_blocks" if column.endswith("_ms") else None
 
 
-TIMED = ("_ms", "_speedup", "_far_blocks")  # a timing's columns; the sparsity and ceilings are the same at every batch
+TIMED = ("_ms", "_speedup", "_far_blocks", "_gmacs", "_fastest")  # a timing's columns; the sparsity and ceilings are the same at every batch
 PEER_COLUMNS = [("scipy_speedup", "scipy CSR x"), ("mkl_speedup", "MKL sparse x")]
+RATE_COLUMNS = [("sparse_gmacs", "sparse GMAC/s"), ("dense_gmacs", "dense GMAC/s")]  # where a table has them
 
 
 def markdown(header, rows, text_columns=()):
@@ -86,7 +95,8 @@ def speed_table(rows, suffix=""):
         if f"{timed}_min" not in row:
             return f"{row[timed]:.1f}" if timed in row else "–"
         return f"{row[timed]:.2f} ({row[timed + '_min']:.2f}–{row[timed + '_max']:.2f})"
-    columns = [*SPEED_COLUMNS[:-1], *((c, h) for c, h in PEER_COLUMNS if c + suffix in rows[0]), SPEED_COLUMNS[-1]]
+    columns = [*SPEED_COLUMNS[:-1], *((c, h) for c, h in PEER_COLUMNS if c + suffix in rows[0]), SPEED_COLUMNS[-1],
+               *((c, h) for c, h in RATE_COLUMNS if c + suffix in rows[0])]
     return markdown(["k %", *(heading for _, heading in columns)],
                     [[f"{row['k']:g}", *(cell(row, c) for c, _ in columns)] for row in rows])
 

@@ -84,6 +84,13 @@ def positive_ints(text):
     return list(dict.fromkeys(values))
 
 
+def folder_name(text):
+    """One folder's name (eval.py --name): not empty, without a slash, not starting with a dot."""
+    if not text or text.startswith(".") or "/" in text or "\\" in text:
+        raise argparse.ArgumentTypeError(f"expected a folder's name, without / and not starting with '.', got {text!r}")
+    return text
+
+
 def parse_number(text, kind, is_valid, expected):
     try:
         value = kind(text)

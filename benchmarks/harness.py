@@ -67,14 +67,33 @@ def peer_paths(weights):
     return {name: (scipy_forward, (product, csr)) for name, product in products.items()}, notes
 
 
-def time_forwards(weights, x, peers=False):
-    """Median and spread of the forward pass on x for every path, timed in one run, and the ceilings; with
-    peers, the libraries of peer_paths too, on the same weights.
+def numpy_dense_forward(weights_t, x):
+    """The dense net by numpy's BLAS (OpenBLAS in numpy's wheels), `weights_t` as dense_forward takes them, as
+    float32 arrays: the baseline a user's other library gives, which on some CPUs beats torch's MKL."""
+    import numpy as np
+    h = x.numpy()
+    for weight_t in weights_t[:-1]:
+        h = h @ weight_t
+        np.maximum(h, 0, out=h)
+    return torch.from_numpy(h @ weights_t[-1])
 
-    Compaction is timed for every method, not only unit pruning: weight pruning at 90 % leaves whole
-    units dead too, and a smaller dense net can beat a sparse one.
+
+DENSE = ("dense_torch", "dense_numpy")  # every dense product timed; speedups are against the fastest
+
+
+def time_forwards(weights, x, peers=False):
+    """Median and spread of the forward pass on x for every path, timed in one run, the ceilings, and each path's
+    rate; with peers, the libraries of peer_paths too, on the same weights.
+
+    Dense is timed by every product at hand (DENSE), and dense_ms is the fastest of them: a speedup against a
+    slower dense would credit the sparse path with the baseline's slowness (a speedup over the FLOP ceiling says
+    so). Compaction is timed for every method, not only unit pruning: weight pruning at 90 % leaves whole units
+    dead too, and a smaller dense net can beat a sparse one.
     """
-    paths = {"dense": (dense_forward, transposed(weights)),
+    on_cpu = x.device.type == "cpu"
+    dense_t = transposed(weights)
+    paths = {"dense_torch": (dense_forward, dense_t),
+             **({"dense_numpy": (numpy_dense_forward, [w.cpu().numpy() for w in dense_t])} if on_cpu else {}),
              "coo": (torch_sparse_forward, [w.to_sparse() for w in weights]),
              "csr": (torch_sparse_forward, to_csr(weights))}
     # The default sparse path: on the CPU csr_kernel.c, which beats torch's CSR (and COO, several times
@@ -83,16 +102,25 @@ def time_forwards(weights, x, peers=False):
     paths["sparse"] = (csr_kernel_forward, sparse_plan(weights, len(x))) if kernel else paths["csr"]
     smaller = compact(weights)
     paths["compact"] = (dense_forward, transposed(smaller))
-    if peers and x.device.type == "cpu":
+    if peers and on_cpu:
         paths |= peer_paths(weights)[0]
     row = time_paths(paths, x)
-    for name in list(paths)[1:]:
-        row[f"{name}_speedup"] = row["dense_ms"] / row[f"{name}_ms"]
+    fastest = min((name for name in DENSE if name in paths), key=lambda name: row[f"{name}_ms"])
+    row["dense_ms"], row["dense_numpy_fastest"] = row[f"{fastest}_ms"], float(fastest == "dense_numpy")
+    for name in paths:
+        if name not in DENSE:
+            row[f"{name}_speedup"] = row["dense_ms"] / row[f"{name}_ms"]
     row["flop_ceiling"] = flop_ceiling(weights, weights)
     row["compact_flop_ceiling"] = flop_ceiling(weights, smaller)
+    # Multiply-adds a second, in billions: the dense net's all, the sparse path's its nonzeros, as a kernel runs.
+    row["dense_gmacs"] = len(x) * sum(w.numel() for w in weights) / row["dense_ms"] / 1e6
+    row["sparse_gmacs"] = len(x) * sum(int(w.count_nonzero()) for w in weights) / row["sparse_ms"] / 1e6
     return row
 
 
+# What sets the dense baselines' threads and kernels, recorded with every timing (numpy's OpenBLAS reads the first
+# three; benchmarks/timing.py runs without the two for old OpenBLAS builds, which slow a current one).
+BLAS_ENVIRONMENT = ("OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 ROUNDS, BLOCKS = 3, 3  # each path's time: the median of its blocks of about 5 ms, ROUNDS rounds of BLOCKS each
 SLOW = 0.02  # seconds a call: a path slower than this (torch COO at low sparsity) gets one block a round
 FAR = 2  # a block more than FAR times its path's median, or under 1 / FAR of it, is counted in <path>_far_blocks

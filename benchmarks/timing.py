@@ -18,6 +18,7 @@ sparse BLAS where sparse_dot_mkl is installed.
 """
 import argparse
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -33,6 +34,16 @@ import results  # noqa: E402
 import files  # noqa: E402
 import utils  # noqa: E402
 
+
+
+# Set on some machines for old OpenBLAS builds: they slow a current numpy's BLAS, which the timing takes as a dense
+# baseline. The runs go without them, as a user's numpy runs.
+OLD_OPENBLAS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def user_environment():
+    """This process's environment without OLD_OPENBLAS, for the runs it times."""
+    return {name: value for name, value in os.environ.items() if name not in OLD_OPENBLAS}
 
 
 def code_version():
@@ -74,7 +85,7 @@ def main(argv=None):
                        "--plot", str(run_dir / "plot.png")]
             print(f"run {i + 1}/{args.runs}: {shlex.join(['python', 'eval.py', *command[2:]])}", flush=True)
             start = time.perf_counter()
-            done = subprocess.run(command, capture_output=True, text=True)
+            done = subprocess.run(command, capture_output=True, text=True, env=user_environment())
             seconds.append(time.perf_counter() - start)
             if done.returncode != 0:
                 raise utils.UserError(f"eval.py failed: {done.stderr.strip().splitlines()[-1]}")
@@ -102,7 +113,7 @@ def main(argv=None):
     results.write_csv(out / "timing.csv", rows)
     info = {"command": shlex.join(["python", "benchmarks/timing.py", *(sys.argv[1:] if argv is None else argv)]),
             **vars(args), "machine": hardware, "threads": threads, "code": code, "runs": commands,
-            "run_seconds": seconds}
+            "run_seconds": seconds, "unset": [name for name in OLD_OPENBLAS if name in os.environ]}
     files.write_atomic(out / "timing.json", lambda f: f.write(json.dumps(info, indent=2).encode()))
     timed = [(None, method, {}, [row for row in rows if row["method"] == method]) for method in runs[0]]
     note = (f"median of {args.runs} runs of eval.py, bars from min to max | batch {batches[0]}, "

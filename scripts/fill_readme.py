@@ -124,11 +124,22 @@ def first_batch(info):
     return batch[0] if isinstance(batch, list) else batch
 
 
+def baseline(rows, suffix=""):
+    """What the speedups in `rows` are against, from what was timed: the faster of torch's and numpy's dense, or
+    torch's where it alone was."""
+    if f"dense_numpy_ms{suffix}" not in rows[0]:
+        return "speedups against torch's dense (MKL on the CPU)"
+    numpy = sum(row[f"dense_numpy_fastest{suffix}"] >= 0.5 for row in rows)
+    return f"speedups against the faster of torch's and numpy's dense (numpy's in {numpy} of {len(rows)} rows)"
+
+
 def speed_setup():
-    """The machine the speed tables come from, and how long each timed sweep took there."""
+    """The machine the speed tables come from, their dense baseline, and how long each timed sweep took there."""
     info = timing_info()
     seconds = info["run_seconds"]
-    return (f"Measured on: {info['machine']}, {info['threads']} threads, batch {first_batch(info)}; "
+    with open(DOCS / "speed" / "timing.csv", newline="") as f:
+        rows = [{c: v if c == "method" else float(v) for c, v in row.items()} for row in csv.DictReader(f)]
+    return (f"Measured on: {info['machine']}, {info['threads']} threads, batch {first_batch(info)}, {baseline(rows)}; "
             f"`eval.py --sparsity {info['sparsity']}` ran {len(seconds)} times, "
             f"{duration(statistics.median(seconds))} each (median; {duration(min(seconds))}–{duration(max(seconds))}).")
 
@@ -184,8 +195,8 @@ def batch_table(folder):
                           f"{row['dense_ms' + suffix]:.3g}"])
     code = f", code at commit {info['code']}" if "code" in info else ""
     setup = (f"Measured on: **{info['machine']}**, {info['threads']} threads{code}; `{info['command']}`: "
-             f"{len(info['runs'])} runs of eval.py, each timing every path in one process. Median speedup over dense "
-             f"(min–max):")
+             f"{len(info['runs'])} runs of eval.py, each timing every path in one process; {baseline(rows)}. Median "
+             f"speedup over dense (min–max):")
     versus = "; ".join(f"{method} pruning {min(r):.1f}–{max(r):.1f}x" for method, r in ahead.items())
     table = results.markdown(["batch", "method", "k %", *(heading for _, heading in paths), "ceiling x (compacted)",
                               "share of the ceiling", "dense ms"], lines, text_columns=(1,))

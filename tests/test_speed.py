@@ -11,7 +11,7 @@ from fastpath import plan as kernel_plan
 from fastpath.plan import column_plan, cpu_kernel, csr_kernel_forward, l1_bytes, sparse_plan, sparse_path
 from fastpath.compact import compact
 from fastpath.paths import dense_forward, flop_ceiling, torch_sparse_forward, transposed
-from benchmarks.harness import machine, peer_paths
+from benchmarks.harness import machine, numpy_dense_forward, peer_paths
 from model import MLP
 
 
@@ -46,6 +46,7 @@ def test_every_forward_path_gives_the_pruned_models_logits(method, k):
     with torch.no_grad():
         expected = pruned(x)
         paths = {"dense": dense_forward(transposed(weights), x),
+                 "dense by numpy": numpy_dense_forward([w.numpy() for w in transposed(weights)], x),
                  "compact": dense_forward(transposed(compact(weights)), x)}
         for name, (forward, layers) in peer_paths(weights)[0].items():
             paths[name] = forward(layers, x[:7])

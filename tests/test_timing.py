@@ -4,6 +4,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 import eval as eval_module
 import results
@@ -85,10 +86,11 @@ def test_without_a_compiler_the_sparse_path_is_torch_csr(tmp_path, checkpoint, d
 
 
 def test_a_time_with_a_block_far_from_its_median_is_marked_and_the_table_keeps_to_its_columns():
-    row = {"k": 90, "sparsity": 90.0, "accuracy": 97.0, "dense_ms": 4.0, "dense_far_blocks": 1, "sparse_ms": 0.5,
-           "sparse_far_blocks": 0, "sparse_speedup": 8.0, "csr_speedup": 2.0, "coo_speedup": 0.5}
+    row = {"k": 90, "sparsity": 90.0, "accuracy": 97.0, "dense_ms": 4.0, "dense_numpy_fastest": 1.0,
+           "dense_numpy_far_blocks": 1, "dense_torch_far_blocks": 0, "sparse_ms": 0.5, "sparse_far_blocks": 0,
+           "sparse_speedup": 8.0, "csr_speedup": 2.0, "coo_speedup": 0.5}
     table = results.markdown_table([row])
-    assert "| 4.000* | 0.500 | 8.000 |" in table
+    assert "| 4.000* numpy | 0.500 | 8.000 |" in table  # the fastest dense, named; its own blocks' flag
     assert "torch CSR" not in table and "COO" not in table  # in the CSV only
 
 
@@ -99,5 +101,32 @@ def test_eval_counts_each_times_far_blocks_and_says_how_it_timed(tmp_path, check
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "results" / "model" / "weight.csv") as f:
         row = next(csv.DictReader(f))
-    assert all(0 <= float(row[f"{path}_far_blocks"]) <= 9 for path in ("dense", "sparse", "csr", "coo", "compact"))
+    assert all(0 <= float(row[f"{path}_far_blocks"]) <= 9
+               for path in ("dense_torch", "dense_numpy", "sparse", "csr", "coo", "compact"))
     assert harness.HOW in result.stdout and "median of 9 blocks" in harness.HOW
+
+
+def test_speedups_are_against_the_fastest_dense_and_each_rate_counts_its_multiply_adds():
+    from test_speed import pruned_weights
+    _, weights = pruned_weights("weight", 90)
+    x = torch.randn(16, 784)
+    row = harness.time_forwards(weights, x)
+    assert row["dense_ms"] == min(row["dense_torch_ms"], row["dense_numpy_ms"])
+    assert row["dense_numpy_fastest"] == float(row["dense_numpy_ms"] < row["dense_torch_ms"])
+    for path in ("sparse", "csr", "coo", "compact"):
+        assert row[f"{path}_speedup"] == row["dense_ms"] / row[f"{path}_ms"]
+    assert "dense_torch_speedup" not in row and "dense_numpy_speedup" not in row
+    assert row["dense_gmacs"] == pytest.approx(16 * 2_386_000 / row["dense_ms"] / 1e6)
+    nonzeros = sum(int(w.count_nonzero()) for w in weights)
+    assert row["sparse_gmacs"] == pytest.approx(16 * nonzeros / row["sparse_ms"] / 1e6)
+
+
+def test_the_timing_benchmark_runs_without_the_variables_for_old_openblas_builds(monkeypatch):
+    from conftest import import_script
+    timing = import_script("benchmarks/timing.py")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "512")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    environment = timing.user_environment()
+    assert "OPENBLAS_CORETYPE" not in environment and "OPENBLAS_L2_SIZE" not in environment
+    assert environment["OMP_NUM_THREADS"] == "2"
