@@ -66,6 +66,34 @@ def load_data(dataset, data_dir, split, download=True, device="cpu"):
     return images.to(device), labels.long().to(device)
 
 
+# The validation split: the last images of one permutation of the training set, drawn from this seed whatever the
+# run's --seed, so that every run and every net holds out the same images.
+VALIDATION_SEED = 0
+
+
+def split_validation(train_data, images):
+    """(the training part, the validation part) of train_data = (images, labels): the validation part the last
+    `images` of the permutation drawn from VALIDATION_SEED, the training part the rest, both in their original
+    order; (train_data, None) for no split."""
+    if not images:
+        return train_data, None
+    x, y = train_data
+    if images >= len(y):
+        raise UserError(f"--validation {images} would hold out all {len(y)} training images: give fewer")
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(VALIDATION_SEED)).to(y.device)
+    kept, held = order[:-images].sort().values, order[-images:].sort().values
+    return (x[kept], y[kept]), (x[held], y[held])
+
+
+def load_split(dataset, data_dir, split, held=0, download=True, device="cpu"):
+    """The images of `split`: "test"; "train", the training set less its `held` validation images; or
+    "validation", those (split_validation)."""
+    if split == "test":
+        return load_data(dataset, data_dir, "test", download, device)
+    train, validation = split_validation(load_data(dataset, data_dir, "train", download, device), held)
+    return validation if split == "validation" else train
+
+
 def idx_folders(class_name, data_dir):
     """Where a dataset's IDX files are looked for, in order: where torchvision downloads them, then data_dir."""
     return data_dir / class_name / "raw", data_dir

@@ -17,7 +17,7 @@ import plot
 import results
 import retrain
 import utils
-from benchmarks.harness import BLAS_ENVIRONMENT, HOW, machine, peer_libraries, time_forwards
+from benchmarks.harness import BLAS_ENVIRONMENT, HOW, machine, peer_libraries, time_net
 from fastpath.plan import cpu_kernel, sparse_path
 from model import sizes_of
 from prune import METHODS, SCORE_METHODS, apply_masks, masks, sparsity
@@ -97,6 +97,9 @@ def parse_args(argv):
         parser.add_argument(f"--{name.replace('_', '-')}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds random pruning, the order of the images in retraining, and scratch's init")
+    parser.add_argument("--split", choices=("test", "validation"), default="test",
+                        help="the images accuracy is measured on: the test set, or the validation images the "
+                             "checkpoints held out (train.py --validation), to choose on; retraining never sees them")
     data.add_data_arguments(parser)
     parser.set_defaults(dataset=CHECKPOINTS, data_dir=CHECKPOINTS)
     parser.add_argument("--name", type=utils.folder_name, default=argparse.SUPPRESS,
@@ -127,7 +130,8 @@ def parse_args(argv):
         parser.error(f"--{given[0].replace('_', '-')} sets the timing, which "
                      f"{'--no-timing turns off' if args.no_timing else 'a --retrain run does not do'}")
     args.timing_batch = getattr(args, "timing_batch", DEFAULT_TIMING_BATCH)
-    args.name = getattr(args, "name", "+".join(Path(path).stem for path in args.checkpoint))
+    args.name = getattr(args, "name", "+".join(Path(path).stem for path in args.checkpoint) +
+                        ("-validation" if args.split == "validation" else ""))
     args.timing_peers = getattr(args, "timing_peers", False)
     return args
 
@@ -143,8 +147,9 @@ def main(argv=None):
     recipe = retrain.recipe(variant, trained, getattr(args, "retrain_epochs", None),
                             getattr(args, "retrain_lr", None)) if variant else None
     starts = retrain.starting_points(variant, args.checkpoint, models, saved, args.seed, device)
-    test_data = data.load_data(dataset, data_dir, "test", not args.no_download, device)
-    train_data = data.load_data(dataset, data_dir, "train", not args.no_download, device) if variant else None
+    held, download = held_out(args, saved), not args.no_download
+    test_data = data.load_split(dataset, data_dir, args.split, held, download, device)  # what accuracy is measured on
+    train_data = data.load_split(dataset, data_dir, "train", held, download, device) if variant else None
     names = [f"{method}-{retrain.VARIANTS[variant]}" if variant else method for method in args.sparsity]
     save_dirs = save_folders(getattr(args, "save", None), args.checkpoint)
     results_dir, logdir = Path(args.results_dir) / args.name, Path(args.logdir) / args.name
@@ -201,6 +206,17 @@ def load_checkpoints(args, device):
     return models, saved
 
 
+def held_out(args, saved):
+    """The validation images the checkpoints held out, the same for all; refused where --split needs some."""
+    held = {c.get("config", {}).get("validation", 0) for c in saved}
+    if len(held) > 1:
+        raise utils.UserError("the checkpoints held out different validation splits; compare seeds of one recipe")
+    if args.split == "validation" and not held - {0}:
+        raise utils.UserError(f"--split validation: {args.checkpoint[0]} holds out no validation images; train it "
+                              f"with train.py --validation N")
+    return held.pop()
+
+
 def images_to_time(args, variant, test_data, device):
     """The test images the speed is timed on (as many as the largest --timing-batch), or None for an untimed run;
     a note where a path a user might expect is not timed."""
@@ -221,7 +237,8 @@ def run_info(args, argv, saved, recipe, dataset, data_dir, device, timing):
     """What every result file records beside its numbers: the checkpoints and the resolved config."""
     command = shlex.join(["python", "eval.py", *(sys.argv[1:] if argv is None else argv)])
     return {"sha256": [c["sha256"] for c in saved],
-            "checkpoints": [{"path": path, "seed": c.get("config", {}).get("seed"), "accuracy": c.get("accuracy"),
+            "checkpoints": [{"path": path, "seed": c.get("config", {}).get("seed"),
+                             "accuracy": c.get("validation_accuracy" if args.split == "validation" else "accuracy"),
                              "dense": "pruned" not in c and not c.get("config", {}).get("sparse")}
                             for path, c in zip(args.checkpoint, saved)],
             "config": {"command": command, **vars(args), "retrain_recipe": recipe, "dataset": dataset,
@@ -259,17 +276,6 @@ def save_nets(folders, pruned, measured, accuracies, method, name, k, variant, p
         config = {**checkpoint.get("config", {}), "dataset": dataset, "data_dir": data_dir}
         checkpoints.save_pruned(folder / net_name(name, k), [layer.weight.detach() for layer in net.layers],
                                 accuracy, dataset, record, config)
-
-
-def time_net(net, images, batches, peers):
-    """The timing columns of one pruned net, at each batch size (results.batch_column names them)."""
-    row = {}
-    for batch in batches:
-        with torch.no_grad():
-            timed = time_forwards([layer.weight.detach() for layer in net.layers], images[:batch], peers)
-        row |= {results.batch_column(column, batch, batches): value for column, value in timed.items()
-                if batch == batches[0] or column.endswith(results.TIMED)}
-    return row
 
 
 def save_folders(folder, paths):

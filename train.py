@@ -33,6 +33,9 @@ def parse_args(argv):
                              "(default: 3e-5; vd, l0 and l0-unit bring their own penalty instead)")
     parser.add_argument("--weight-decay", type=utils.non_negative_float, default=0.0, help="L2 penalty on every weight")
     parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the order of the images")
+    parser.add_argument("--validation", type=utils.non_negative_int, default=0,
+                        help="training images held out to choose on: the same ones every run (data.VALIDATION_SEED); "
+                             "each epoch then reports their accuracy, and the test set only the final one")
     parser.add_argument("--sparse", choices=sparse_training.METHODS, default=argparse.SUPPRESS,
                         help="train the net to be sparse (sparse_training/): gmp, gradual magnitude pruning of each "
                              "hidden layer to --target percent (Zhu & Gupta 2017), or gmp-global, the hidden layers together; vd, sparse variational dropout "
@@ -71,7 +74,7 @@ def parse_args(argv):
     if adam:
         args.strength = getattr(args, "strength", sparse_training.DEFAULT_STRENGTH[sparse])
     args.sparse = sparse
-    args.out = getattr(args, "out", default_out(sparse, getattr(args, "target", None), args.hidden))
+    args.out = getattr(args, "out", default_out(sparse, getattr(args, "target", None), args.hidden, args.validation))
     return args
 
 
@@ -87,17 +90,19 @@ def hidden_sizes(text):
     return hidden
 
 
-def default_out(sparse, target, hidden=HIDDEN):
+def default_out(sparse, target, hidden=HIDDEN, validation=0):
     """The checkpoint's default name, after its recipe: model.pt, gmp-99.pt, gmp-global-99.8.pt, vd.pt, l0.pt;
-    model-300-100.pt, gmp-99-300-100.pt for other hidden sizes than the default."""
+    model-300-100.pt, gmp-99-300-100.pt for other hidden sizes than the default; model-val5000.pt for a net
+    trained with 5000 images held out."""
     name = "model" if sparse is None else f"{sparse}-{target:g}" if target is not None else sparse
-    return f"{name}.pt" if tuple(hidden) == HIDDEN else f"{name}-{'-'.join(map(str, hidden))}.pt"
+    name += "" if tuple(hidden) == HIDDEN else f"-{'-'.join(map(str, hidden))}"
+    return f"{name}{f'-val{validation}' if validation else ''}.pt"
 
 
 def recipe(config):
     """What makes two checkpoints the same recipe, as far as replacing one by the other goes."""
     return {"sparse": config.get("sparse"), "target": config.get("target"), "dataset": config.get("dataset", "mnist"),
-            "hidden": list(config.get("hidden", HIDDEN))}
+            "hidden": list(config.get("hidden", HIDDEN)), "validation": config.get("validation", 0)}
 
 
 def check_replacing(args):
@@ -123,7 +128,8 @@ def describe(recipe):
     method = recipe["sparse"] or "dense"
     target = f" to {recipe['target']:g} %" if recipe["target"] is not None else ""
     net = f" {'-'.join(map(str, sizes(recipe['hidden'])))}" if tuple(recipe["hidden"]) != HIDDEN else ""
-    return f"{method}{target}{net} on {recipe['dataset']}"
+    held = f", {recipe['validation']} images held out" if recipe["validation"] else ""
+    return f"{method}{target}{net} on {recipe['dataset']}{held}"
 
 
 def main(argv=None):
@@ -134,7 +140,8 @@ def main(argv=None):
     made = files.check_outputs(files=[args.out], folders=[args.logdir])  # before the training it would throw away
     torch.manual_seed(args.seed)
     try:
-        train_data = data.load_data(args.dataset, args.data_dir, "train", not args.no_download, device)
+        train_data, validation_data = data.split_validation(
+            data.load_data(args.dataset, args.data_dir, "train", not args.no_download, device), args.validation)
         test_data = data.load_data(args.dataset, args.data_dir, "test", not args.no_download, device)
     except utils.UserError:  # no data: a run that never started leaves no empty folders behind
         files.remove_empty(made)
@@ -142,7 +149,7 @@ def main(argv=None):
     # Plain values only: a checkpoint loads with weights_only=True, which refuses any other type.
     command = shlex.join(["python", "train.py", *(sys.argv[1:] if argv is None else argv)])
     config = {**vars(args), "device": device, "command": command, "torch": str(torch.__version__),
-              **kernel_path(sparse, device)}
+              "validation_seed": data.VALIDATION_SEED, **kernel_path(sparse, device)}
 
     model = MLP(sizes(args.hidden)).to(device)
     initial_state = {name: weight.clone() for name, weight in model.state_dict().items()}  # for rewinding
@@ -155,16 +162,22 @@ def main(argv=None):
 
     print(f"training on {args.dataset} ({len(train_data[1])} images) on {device} for {args.epochs} epoch{'s' * (args.epochs > 1)}")
     start = time.perf_counter()
-    accuracy = train(model, args, train_data, test_data, optimizer, scheduler, loss_fn, after_step, start)
-    natural = {}
-    if sparse:  # what the method zeroes on its own, and the accuracy there: the last epoch's, measured as it prunes
+    # Each epoch is watched on the validation images where there are some, else on the test set, as before.
+    watched = train(model, args, train_data, validation_data or test_data, optimizer, scheduler, loss_fn, after_step,
+                    start)
+    measured = {}
+    if sparse:  # what the method zeroes on its own, and the test accuracy there, measured as it prunes
+        accuracy = utils.evaluate(model, test_data) if validation_data else watched
         scores, natural_sparsity = sparse_training.finish(model)  # a plain MLP again, its values unthresholded
-        natural = {"natural_sparsity": natural_sparsity, "natural_accuracy": accuracy}
+        measured = {"natural_sparsity": natural_sparsity, "natural_accuracy": accuracy}
         if scores is not None:
-            natural["scores"] = scores
-        accuracy = utils.evaluate(model, test_data)
-    checkpoints.save(args.out, model, config, accuracy, initial_state, **natural)
-    print(f"saved {args.out}: test accuracy {accuracy:.2f}% after {time.perf_counter() - start:.0f} s")
+            measured["scores"] = scores
+    accuracy = utils.evaluate(model, test_data) if sparse or validation_data else watched
+    if validation_data:
+        measured["validation_accuracy"] = utils.evaluate(model, validation_data)
+    checkpoints.save(args.out, model, config, accuracy, initial_state, **measured)
+    held = f", validation accuracy {measured['validation_accuracy']:.2f}%" if validation_data else ""
+    print(f"saved {args.out}: test accuracy {accuracy:.2f}%{held} after {time.perf_counter() - start:.0f} s")
 
 
 def kernel_path(sparse, device):
@@ -179,8 +192,10 @@ def kernel_path(sparse, device):
     return {f"{sparse}_path": path}
 
 
-def train(model, args, train_data, test_data, optimizer, scheduler, loss_fn, after_step, start):
-    """Train `model` for args.epochs, a line and a TensorBoard point each epoch; the last epoch's test accuracy."""
+def train(model, args, train_data, watched, optimizer, scheduler, loss_fn, after_step, start):
+    """Train `model` for args.epochs, a line and a TensorBoard point each epoch with its accuracy on `watched` (the
+    validation images, or the test set without them); the last epoch's."""
+    on = "validation" if args.validation else "test"
     from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow, and bad flags fail first
     shuffle = torch.Generator().manual_seed(args.seed)
     # Under the net's name, as eval.py files its sweeps of it; two runs a second stay apart.
@@ -191,14 +206,14 @@ def train(model, args, train_data, test_data, optimizer, scheduler, loss_fn, aft
         for epoch in range(1, args.epochs + 1):
             loss = utils.train_epoch(model, train_data, optimizer, args.batch_size, shuffle, scheduler, args.l1,
                                      desc=f"epoch {epoch}/{args.epochs}", loss_fn=loss_fn, after_step=after_step)
-            accuracy = utils.evaluate(model, test_data)  # of the net as a sparse method prunes it
+            accuracy = utils.evaluate(model, watched)  # of the net as a sparse method prunes it
             zeros = sparse_training.natural_sparsity(model) if args.sparse else None
             with files.writing(log):
                 writer.add_scalar("train/loss", loss, epoch)
-                writer.add_scalar("train/test_accuracy", accuracy, epoch)
+                writer.add_scalar(f"train/{on}_accuracy", accuracy, epoch)
                 if args.sparse:
                     writer.add_scalar("train/natural_sparsity", zeros, epoch)
-            print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  test accuracy {accuracy:.2f}%"
+            print(f"epoch {epoch:3d}/{args.epochs}  train loss {loss:.4f}  {on} accuracy {accuracy:.2f}%"
                   f"{f'  natural sparsity {zeros:.2f}%' if args.sparse else ''}  "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
     finally:  # on Ctrl-C or an error too, so that the epochs done so far stay in TensorBoard

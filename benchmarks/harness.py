@@ -10,6 +10,7 @@ import platform
 
 import torch
 
+import results
 from fastpath.compact import compact
 from fastpath.paths import dense_forward, flop_ceiling, to_csr, torch_sparse_forward, transposed
 from fastpath.plan import csr_kernel_forward, l1_bytes, sparse_path, sparse_plan
@@ -155,6 +156,17 @@ def time_paths(paths, x):
         row[f"{name}_ms"], row[f"{name}_iqr_ms"] = 1e3 * merged.median, 1e3 * merged.iqr
         row[f"{name}_far_blocks"] = sum(not merged.median / FAR <= block.median <= FAR * merged.median
                                         for block in measurements)
+    return row
+
+
+def time_net(net, images, batches, peers):
+    """The timing columns of one pruned net (an MLP), at each batch size (results.batch_column names them)."""
+    row = {}
+    for batch in batches:
+        with torch.no_grad():
+            timed = time_forwards([layer.weight.detach() for layer in net.layers], images[:batch], peers)
+        row |= {results.batch_column(column, batch, batches): value for column, value in timed.items()
+                if batch == batches[0] or column.endswith(results.TIMED)}
     return row
 
 
