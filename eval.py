@@ -188,12 +188,8 @@ def main(argv=None):
 def load_checkpoints(args, device):
     """(models, checkpoints) of every --checkpoint, refused where they cannot be compared or ranked."""
     models, saved = zip(*(checkpoints.load(path, device) for path in args.checkpoint))
-    if len({c.get("config", {}).get("dataset", "mnist") for c in saved}) > 1:
-        raise utils.UserError("the checkpoints were trained on different data sets; compare seeds of one recipe")
-    shapes = sorted({"-".join(map(str, sizes_of(model))) for model in models})
-    if len(shapes) > 1:
-        raise utils.UserError(f"the checkpoints are nets of different sizes ({', '.join(shapes)}); compare seeds of "
-                              f"one recipe")
+    one_recipe([c.get("config", {}).get("dataset", "mnist") for c in saved], "were trained on different data sets")
+    one_recipe(["-".join(map(str, sizes_of(model))) for model in models], "are nets of different sizes")
     twice = next((path for n, (path, c) in enumerate(zip(args.checkpoint, saved))
                   if c["sha256"] in [earlier["sha256"] for earlier in saved[:n]]), None)
     if twice:
@@ -208,13 +204,19 @@ def load_checkpoints(args, device):
 
 def held_out(args, saved):
     """The validation images the checkpoints held out, the same for all; refused where --split needs some."""
-    held = {c.get("config", {}).get("validation", 0) for c in saved}
-    if len(held) > 1:
-        raise utils.UserError("the checkpoints held out different validation splits; compare seeds of one recipe")
-    if args.split == "validation" and not held - {0}:
+    held = one_recipe([c.get("config", {}).get("validation", 0) for c in saved], "held out different validation splits")
+    if args.split == "validation" and not held:
         raise utils.UserError(f"--split validation: {args.checkpoint[0]} holds out no validation images; train it "
                               f"with train.py --validation N")
-    return held.pop()
+    return held
+
+
+def one_recipe(values, differ):
+    """The value every checkpoint shares: a spread over checkpoints is one over seeds of one recipe."""
+    found = sorted(set(values))
+    if len(found) > 1:
+        raise utils.UserError(f"the checkpoints {differ} ({', '.join(map(str, found))}); compare seeds of one recipe")
+    return found[0]
 
 
 def images_to_time(args, variant, test_data, device):
@@ -279,12 +281,9 @@ def save_nets(folders, pruned, measured, accuracies, method, name, k, variant, p
 
 
 def save_folders(folder, paths):
-    """Where --save keeps each checkpoint's pruned nets: in `folder` for one checkpoint, in a folder each,
-    named after its file, for several."""
-    if folder is None:
-        return []
-    if len(paths) == 1:
-        return [Path(folder)]
+    """Where --save keeps each checkpoint's pruned nets: `folder`, or for several a folder each, named after it."""
+    if folder is None or len(paths) == 1:
+        return [Path(folder)] if folder is not None else []
     stems = [Path(path).stem for path in paths]
     if len(set(stems)) < len(stems):
         raise utils.UserError("--save keeps each checkpoint's nets in a folder named after its file: give the "

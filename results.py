@@ -57,9 +57,9 @@ def markdown_table(rows):
                       + (f" {dense_by(row)}" if c == "dense_ms" else "") for c, _ in columns] for row in rows])
 
 
-def dense_by(row, suffix=""):
+def dense_by(row):
     """Which product gave a row's dense time, the fastest of those timed."""
-    return "numpy" if row.get(f"dense_numpy_fastest{suffix}") else "torch"
+    return "numpy" if row.get("dense_numpy_fastest") else "torch"
 
 
 def far_blocks(column, row):

@@ -121,7 +121,7 @@ def cached(name, command, sources, flags, link_flags):
 
 
 def compile_and_link(command, sources, flags, link_flags, work):
-    """(the library's path in `work`, "") or (None, one line: the command and the compiler's first error)."""
+    """(the library's path in `work`, "") or (None, one line: the failed command and the compiler's output)."""
     objects = [work / f"{source.stem}.o" for source in sources]
     library = work / "library.so"
     steps = [[*command, *flags, "-c", str(source), "-o", str(obj)] for source, obj in zip(sources, objects)]

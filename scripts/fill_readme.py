@@ -104,10 +104,11 @@ def retrained():
     return results.markdown(["method", "k %", "one-shot", "fine-tuned", "rewind", "scratch"], lines, text_columns=(0,))
 
 
-def timing_rows(method):
+def timing_rows(method=None):
+    """The rows of docs/speed/timing.csv, numbers as floats: those of `method`, or all."""
     with open(DOCS / "speed" / "timing.csv", newline="") as f:
         return [{c: v if c == "method" else float(v) for c, v in row.items()}
-                for row in csv.DictReader(f) if row["method"] == method]
+                for row in csv.DictReader(f) if method in (None, row["method"])]
 
 
 def speed(method):
@@ -137,9 +138,8 @@ def speed_setup():
     """The machine the speed tables come from, their dense baseline, and how long each timed sweep took there."""
     info = timing_info()
     seconds = info["run_seconds"]
-    with open(DOCS / "speed" / "timing.csv", newline="") as f:
-        rows = [{c: v if c == "method" else float(v) for c, v in row.items()} for row in csv.DictReader(f)]
-    return (f"Measured on: {info['machine']}, {info['threads']} threads, batch {first_batch(info)}, {baseline(rows)}; "
+    return (f"Measured on: {info['machine']}, {info['threads']} threads, batch {first_batch(info)}, "
+            f"{baseline(timing_rows())}; "
             f"`eval.py --sparsity {info['sparsity']}` ran {len(seconds)} times, "
             f"{duration(statistics.median(seconds))} each (median; {duration(min(seconds))}–{duration(max(seconds))}).")
 
