@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import checkpoints  # noqa: E402
@@ -70,7 +72,7 @@ def main(argv=None):
                      ([run[key] for run in runs[cache]] for key in keys)] for cache in runs}
     text = "\n".join([
         f"`inference.load` of `{args.net.name}` ({described(args.net)}) in a new process, median of {args.runs} runs each (range), "
-        f"{machine('cpu')}, {torch_threads()} threads; run by {runs['warm'][0]['kernel']} "
+        f"{machine('cpu')}, {torch.get_num_threads()} threads; run by {runs['warm'][0]['kernel']} "
         f"(`python benchmarks/load_time.py --net {args.net} --runs {args.runs}`):", "",
         results.markdown(["kernels' cache", "import inference (torch)", "inference.load", "first call, 100 images"],
                          [["cold: the first run on a machine compiles them", *cells["cold"]],
@@ -89,11 +91,6 @@ def described(path):
 
 def ms(seconds):
     return f"{seconds * 1e3:.0f} ms" if seconds >= 0.01 else f"{seconds * 1e3:.2f} ms"
-
-
-def torch_threads():
-    import torch
-    return torch.get_num_threads()
 
 
 if __name__ == "__main__":
