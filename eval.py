@@ -20,7 +20,7 @@ import utils
 from benchmarks.harness import BLAS_ENVIRONMENT, HOW, machine, peer_libraries, time_net
 from fastpath.plan import cpu_kernel, sparse_path
 from model import sizes_of
-from prune import METHODS, SCORE_METHODS, apply_masks, masks, sparsity
+from prune import METHODS, SCORE_METHODS, apply_masks, mask_seed, masks, sparsity
 
 DEFAULT_KS = "0,25,50,60,70,80,90,95,97,99"
 DEFAULT_TIMING_BATCH = [100]
@@ -253,7 +253,8 @@ def run_info(args, argv, saved, recipe, dataset, data_dir, device, timing):
 def prune_and_measure(models, saved, starts, method, k, seed, test_data, train_data, recipe):
     """(the row of k: sparsity and accuracy, their mean over the checkpoints; the pruned nets; the sparsity of each;
     the accuracy of each), each net retrained first where there is a `recipe`."""
-    kept = [masks(model, method, k, seed, checkpoint.get("scores")) for model, checkpoint in zip(models, saved)]
+    kept = [masks(model, method, k, mask_seed(seed, checkpoint["sha256"]), checkpoint.get("scores"))
+            for model, checkpoint in zip(models, saved)]
     pruned = [apply_masks(model, mask) for model, mask in zip(models, kept)]
     row = {"k": k}
     if recipe:

@@ -4,9 +4,11 @@ A method takes the hidden layers' weight matrices, in order, and the fraction of
 and returns one 0/1 mask per matrix (0: pruned); one of SCORE_METHODS takes the scores that training to be
 sparse learned (train.py --sparse vd, l0) in place of the weights. A rule that looks at one matrix at a time is a plain
 function of (weight, fraction), lifted to the whole list by per_layer. A method may draw random numbers
-from torch's default generator: prune() seeds it from --seed, so the same seed gives the same masks.
+from torch's default generator: prune() seeds it from --seed, so the same seed gives the same masks; eval.py seeds
+each checkpoint's from --seed and the checkpoint's file (mask_seed), so that every checkpoint draws its own.
 """
 import copy
+import hashlib
 
 import torch
 from torch.nn.utils import prune as torch_prune
@@ -109,6 +111,12 @@ def masks(model, method, k, seed=0, scores=None):
     with torch.random.fork_rng(devices=[]):  # a method's draws are seeded here, and leave no trace outside
         torch.manual_seed(seed)
         return [mask * weight.ne(0) for mask, weight in zip(rule(ranked, k / 100), weights)]
+
+
+def mask_seed(seed, sha256):
+    """The seed of one checkpoint's masks, from --seed and the checkpoint file's sha256: random pruning draws
+    another mask for each checkpoint, so that its spread over checkpoints includes the mask's."""
+    return int(hashlib.sha256(f"{seed} {sha256}".encode()).hexdigest()[:15], 16)
 
 
 def apply_masks(model, masks):

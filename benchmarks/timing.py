@@ -93,7 +93,7 @@ def main(argv=None):
             written = run_dir / "results" / "timed"
             runs.append({path.stem: results.read_rows(path) for path in sorted(written.glob("*.csv"))})
             config = json.loads(next(written.glob("*.json")).read_text())["config"]
-            hardware, threads = config["machine"], config["threads"]
+            hardware, threads, net = config["machine"], config["threads"], config["checkpoint_config"]
 
     rows = []
     for method in runs[0]:
@@ -113,6 +113,7 @@ def main(argv=None):
     results.write_csv(out / "timing.csv", rows)
     info = {"command": shlex.join(["python", "benchmarks/timing.py", *(sys.argv[1:] if argv is None else argv)]),
             **vars(args), "machine": hardware, "threads": threads, "code": code, "runs": commands,
+            "checkpoint_config": net,
             "run_seconds": seconds, "unset": [name for name in OLD_OPENBLAS if name in os.environ]}
     files.write_atomic(out / "timing.json", lambda f: f.write(json.dumps(info, indent=2).encode()))
     timed = [(None, method, {}, [row for row in rows if row["method"] == method]) for method in runs[0]]

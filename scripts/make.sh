@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Regenerate every figure and table of README.md and docs/*.md on this machine, from nothing: three seeds
-# trained on Fashion-MNIST, pruned by every method, retrained, compared with small dense nets and with nets
-# trained to be sparse, timed in separate processes, and the pages' tables rewritten from what they wrote
-# into docs/ (scripts/fill_readme.py).
+# Regenerate every figure and table of README.md and docs/*.md on this machine, from nothing, for one data set:
+# the recipe's choices made on a validation split, three seeds trained, pruned by every method, retrained, the
+# papers' LeNet-300-100 beside them, small dense nets and nets trained to be sparse, timed in separate processes,
+# and the pages' tables rewritten from what they wrote into docs/ (scripts/fill_readme.py).
 #
-#     bash scripts/make.sh                  # every section, in order
-#     bash scripts/make.sh sparse readme    # some of them (each needs what the sections before it trained)
+#     DATA_DIR=~/data bash scripts/make.sh                    # MNIST, every section, in order
+#     DATASET=fashion-mnist bash scripts/make.sh train sweeps # Fashion-MNIST, some sections (each needs what
+#                                                             # the sections before it trained)
 #
-# Sections: train sweeps retrain small-dense speed benchmarks sparse tests readme. Needs the Fashion-MNIST
-# IDX files in data/FashionMNIST/raw (README.md, "Offline"). Each command's wall time goes to
-# docs/times/<section>.csv; docs/results.md quotes their medians.
+# Sections: choices train sweeps retrain lenet small-dense speed benchmarks sparse tests readme. Needs the data
+# set's four IDX files in DATA_DIR (default data/; as train.py --data-dir finds them: README.md, "Offline").
+# What depends on the data set goes to docs/<data set>/ and checkpoints/<data set>/; the timings of the speed
+# and benchmarks sections, which are the machine's, to docs/. Each command's wall time goes to
+# docs/<data set>/times/<section>.csv; docs/results.md quotes their medians.
 #
 # Training runs that do not wait on each other go JOBS at a time (default 2), each on its share of the cores:
 # on 2 cores, two runs of one thread each trained 1.2-1.5x more nets an hour than one run on two threads, as a
@@ -17,10 +20,18 @@
 # by one. A run's thread count changes the order of its float sums, so its last digits, not its statistics.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=(--dataset fashion-mnist --no-download)
-SEEDS=(checkpoints/seed0.pt checkpoints/seed1.pt checkpoints/seed2.pt)
+DATASET=${DATASET:-mnist}
+DATA_DIR=${DATA_DIR:-data}
+if [[ ! $DATASET =~ ^(mnist|fashion-mnist)$ ]]; then
+    echo "error: DATASET=$DATASET: give mnist or fashion-mnist" >&2
+    exit 2
+fi
+DATA=(--dataset "$DATASET" --data-dir "$DATA_DIR" --no-download)
+DOCS=docs/$DATASET  # what depends on the data set; the machine's own benchmarks stay in docs/
+CKPT=checkpoints/$DATASET
+SEEDS=($CKPT/seed0.pt $CKPT/seed1.pt $CKPT/seed2.pt)
 SPARSE_KS=90,95,98,99,99.5,99.8
-SECTIONS=(train sweeps retrain small-dense speed benchmarks sparse tests readme)
+SECTIONS=(choices train sweeps retrain lenet small-dense speed benchmarks sparse tests readme)
 JOBS=${JOBS:-2}
 if [[ ! $JOBS =~ ^[1-9][0-9]*$ ]]; then
     echo "error: JOBS=$JOBS: give the number of training runs at a time, 1 or more" >&2
@@ -44,7 +55,7 @@ timed() {  # run a command, and append its name, wall time and machine to the se
     shift
     start=$(now)
     "$@"
-    append_time "docs/times/$SECTION.csv" "$name" "$start" "$MACHINE"
+    append_time "$DOCS/times/$SECTION.csv" "$name" "$start" "$MACHINE"
 }
 append_time() {  # append to the CSV $1 a row: the name $2, the seconds since $3, the machine $4
     python -c "import csv, sys; csv.writer(sys.stdout, lineterminator='\n').writerow([sys.argv[1], f'{float(sys.argv[3]) - float(sys.argv[2]):.1f}', sys.argv[4]])" \
@@ -52,7 +63,7 @@ append_time() {  # append to the CSV $1 a row: the name $2, the seconds since $3
 }
 
 forget_times() {  # a section run again replaces its times from this machine, and keeps those from others
-    forget_rows "docs/times/$SECTION.csv" "" "$MACHINE" "$JOB_MACHINE"
+    forget_rows "$DOCS/times/$SECTION.csv" "" "$MACHINE" "$JOB_MACHINE"
 }
 forget_rows() {  # drop from the CSV $1 the rows of the machines $3... (only those named $2, if given)
     python - "$@" <<'EOF'
@@ -87,23 +98,41 @@ finish() {  # wait for every queued command
 }
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT  # on an error or Ctrl-C, no run is left behind
 
-train() {
-    for seed in 0 1 2; do
-        queued timed "python train.py --dataset fashion-mnist" \
-            python train.py "${DATA[@]}" --seed $seed --out checkpoints/seed$seed.pt --logdir runs/docs
+choices() {  # the recipe's choices, made on a validation split (the longest first)
+    mkdir -p $DOCS/choices
+    for choice in vd-strength l1 l0-gate-rate gmp-schedule finetune; do
+        queued timed "python benchmarks/choices.py $choice" \
+            python benchmarks/choices.py $choice "${DATA[@]:0:4}" --out $DOCS/choices/$choice.md
     done
     finish
 }
 
-SWEEP=(--checkpoint "${SEEDS[@]}" --name dense --results-dir docs/results --logdir runs/docs --plot docs/plot.png)
+train() {
+    for seed in 0 1 2; do
+        queued timed "python train.py" \
+            python train.py "${DATA[@]}" --seed $seed --out $CKPT/seed$seed.pt --logdir runs/$DATASET
+    done
+    finish
+}
+
+SWEEP=(--checkpoint "${SEEDS[@]}" --name dense --results-dir $DOCS/results --logdir runs/$DATASET --plot $DOCS/plot.png)
 sweeps() {
-    rm -rf docs/results
+    rm -rf $DOCS/results
     for run in 1 2 3; do
         timed "python eval.py --sparsity all --no-timing (3 checkpoints)" python eval.py --sparsity all --no-timing "${SWEEP[@]}"
     done
 }
 
-retrain() {
+rechoices() {  # the recipe's choices, made on a validation split (the longest first)
+    mkdir -p $DOCS/choices
+    for choice in vd-strength l1 l0-gate-rate gmp-schedule finetune; do
+        queued timed "python benchmarks/choices.py $choice" \
+            python benchmarks/choices.py $choice "${DATA[@]:0:4}" --out $DOCS/choices/$choice.md
+    done
+    finish
+}
+
+train() {
     for retrain in rewind scratch; do  # each costs a training run per k and checkpoint
         queued timed "python eval.py --sparsity weight --retrain $retrain --ks 90,97,99 (3 checkpoints)" \
             python eval.py --sparsity weight --retrain $retrain --ks 90,97,99 "${SWEEP[@]}"
@@ -116,22 +145,54 @@ retrain() {
         python eval.py --sparsity all --retrain finetune --ks 50,80,90,95,97,99 "${SWEEP[@]}"
 }
 
+LENET_KS=92,95,98.2,98.5,99  # the papers' sparsities: 8, 5, 1.8, 1.5 and 1 % of the weights kept
+lenet() {  # the papers' LeNet-300-100, trained dense and pruned, and trained to be sparse, at their sparsities
+    local net=(--hidden 300,100 "${DATA[@]}" --logdir runs/$DATASET-lenet) name
+    local out=(--no-timing --results-dir $DOCS/lenet --logdir runs/$DATASET-lenet --plot $DOCS/lenet/plot.png)
+    rm -rf $DOCS/lenet
+    for seed in 0 1 2; do
+        for method in vd l0; do  # the longest first
+            queued timed "python train.py --hidden 300,100 --sparse $method" python train.py "${net[@]}" \
+                --sparse $method --seed $seed --out $CKPT/lenet-$method-seed$seed.pt
+        done
+        queued timed "python train.py --hidden 300,100" python train.py "${net[@]}" --seed $seed \
+            --out $CKPT/lenet-seed$seed.pt
+        for target in ${LENET_KS//,/ }; do
+            queued timed "python train.py --hidden 300,100 --sparse gmp --target $target" python train.py "${net[@]}" \
+                --sparse gmp --target $target --seed $seed --out $CKPT/lenet-gmp$target-seed$seed.pt
+        done
+    done
+    finish
+    for retrain in "" "--retrain finetune"; do
+        timed "python eval.py --sparsity weight,global $retrain (3 LeNet-300-100 checkpoints)" python eval.py \
+            --sparsity weight,global $retrain --ks 0,$LENET_KS --checkpoint $CKPT/lenet-seed{0,1,2}.pt --name dense "${out[@]}"
+    done
+    for name in vd l0; do
+        python eval.py --sparsity learned --ks $LENET_KS --checkpoint $CKPT/lenet-$name-seed{0,1,2}.pt --name $name "${out[@]}"
+    done
+    for target in ${LENET_KS//,/ }; do  # each gmp net at its own target, where pruning it changes nothing
+        python eval.py --sparsity weight --ks $target --checkpoint $CKPT/lenet-gmp$target-seed{0,1,2}.pt \
+            --name gmp$target "${out[@]}"
+    done
+    python benchmarks/papers.py --results $DOCS/lenet --out $DOCS/lenet.md
+}
+
 small-dense() {
     timed "python benchmarks/small_dense.py --checkpoint (3 checkpoints)" \
-        python benchmarks/small_dense.py --checkpoint "${SEEDS[@]}" --out docs/small_dense.md
+        python benchmarks/small_dense.py --checkpoint "${SEEDS[@]}" --out $DOCS/small_dense.md
 }
 
 speed() {
-    python benchmarks/timing.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/speed
-    python benchmarks/timing.py --checkpoint checkpoints/seed0.pt --sparsity weight,unit --ks 90,95,99 \
+    python benchmarks/timing.py --checkpoint $CKPT/seed0.pt --runs 5 --out docs/speed
+    python benchmarks/timing.py --checkpoint $CKPT/seed0.pt --sparsity weight,unit --ks 90,95,99 \
         --timing-batch 100,1,1000 --runs 5 --out "docs/speed/batches/$CPU_FOLDER"
-    python benchmarks/saved.py --checkpoint checkpoints/seed0.pt --runs 5 --out docs/saved.md
-    python eval.py --sparsity weight --ks 95 --no-timing --checkpoint checkpoints/seed0.pt --save checkpoints/nets \
+    python benchmarks/saved.py --checkpoint $CKPT/seed0.pt --runs 5 --out docs/saved.md
+    python eval.py --sparsity weight --ks 95 --no-timing --checkpoint $CKPT/seed0.pt --save checkpoints/nets \
         --results-dir checkpoints/nets/results --logdir checkpoints/nets/runs --plot checkpoints/nets/plot.png
     python benchmarks/load_time.py --net checkpoints/nets/weight-95.pt --runs 7 --out docs/speed/load_time.md
-    python benchmarks/one_image_threads.py --checkpoint checkpoints/seed0.pt --ks 90,95,97 \
+    python benchmarks/one_image_threads.py --checkpoint $CKPT/seed0.pt --ks 90,95,97 \
         --out docs/speed/one_image_threads.md
-    python benchmarks/batch_costs.py --checkpoint checkpoints/seed0.pt --out docs/speed/batch_costs.md
+    python benchmarks/batch_costs.py --checkpoint $CKPT/seed0.pt --out docs/speed/batch_costs.md
 }
 
 written_to() {  # run a command with its stdout into $1, which it replaces only if the command succeeds
@@ -142,24 +203,23 @@ written_to() {  # run a command with its stdout into $1, which it replaces only 
 }
 
 benchmarks() {
-    written_to docs/iterative.md python benchmarks/iterative.py --dataset fashion-mnist --checkpoint checkpoints/seed0.pt
-    written_to docs/recipes.md python benchmarks/recipes.py --dataset fashion-mnist
-    written_to docs/train_epoch.txt python benchmarks/train_epoch.py --dataset fashion-mnist
+    written_to $DOCS/iterative.md python benchmarks/iterative.py "${DATA[@]:0:4}" --checkpoint $CKPT/seed0.pt
+    written_to docs/train_epoch.txt python benchmarks/train_epoch.py "${DATA[@]:0:4}"
     python benchmarks/masked_layer.py --out docs/masked_layer.md
 }
 
-sparse_net() {  # train.py --sparse "$@" to checkpoints/$1.pt, timed under $2, and its record for the tables
-    local out=checkpoints/$1.pt name=$2
+sparse_net() {  # train.py --sparse "$@" to $CKPT/$1.pt, timed under $2, and its record for the tables
+    local out=$CKPT/$1.pt name=$2
     shift 2
-    timed "$name" python train.py "${DATA[@]}" --sparse "$@" --out $out --logdir runs/docs
-    python benchmarks/sparse.py --record $out
+    timed "$name" python train.py "${DATA[@]}" --sparse "$@" --out $out --logdir runs/$DATASET
+    python benchmarks/sparse.py --record $out --docs $DOCS
 }
 
 sparse() {  # trained to be sparse, against pruning the dense seeds, at sparsities up to 99.8 %
-    rm -rf docs/sparse  # the records of the nets (docs/sparse/runs/) too: every table is made again
+    rm -rf $DOCS/sparse  # the records of the nets ($DOCS/sparse/runs/) too: every table is made again
     # The longest runs first (vd takes about 3.9 times a gmp run, l0 2.7 times: docs/sparse-training.md), so that
     # none is left to run alone at the end while the other core waits: queued so, two at a time, the runs' median
-    # times in docs/times/sparse.csv (Zen 3) end within 2 % of half their sum.
+    # times in docs/fashion-mnist/times/sparse.csv (Zen 3) end within 2 % of half their sum.
     for seed in 0 1 2; do
         for method in vd l0; do
             queued sparse_net $method-seed$seed "python train.py --sparse $method" $method --seed $seed
@@ -179,18 +239,18 @@ sparse() {  # trained to be sparse, against pruning the dense seeds, at sparsiti
         queued sparse_net l0-unit-seed$seed "python train.py --sparse l0-unit" l0-unit --seed $seed
     done
     finish
-    python benchmarks/sparse.py --record "${SEEDS[@]}"  # the dense recipe's accuracy, for the tables
-    local out=(--ks $SPARSE_KS --no-timing --logdir runs/sparse)
+    python benchmarks/sparse.py --record "${SEEDS[@]}" --docs $DOCS  # the dense recipe's accuracy, for the tables
+    local out=(--ks $SPARSE_KS --no-timing --logdir runs/$DATASET-sparse)
     timed "python eval.py --sparsity weight,global (3 dense checkpoints)" python eval.py --sparsity weight,global \
-        --checkpoint "${SEEDS[@]}" --name dense --results-dir docs/sparse --plot docs/sparse/dense.png "${out[@]}"
+        --checkpoint "${SEEDS[@]}" --name dense --results-dir $DOCS/sparse --plot $DOCS/sparse/dense.png "${out[@]}"
     timed "python eval.py --sparsity weight,global,unit --retrain finetune (3 dense checkpoints)" python eval.py \
-        --sparsity weight,global,unit --retrain finetune --checkpoint "${SEEDS[@]}" --name dense --results-dir docs/sparse \
-        --plot docs/sparse/dense.png "${out[@]}"
+        --sparsity weight,global,unit --retrain finetune --checkpoint "${SEEDS[@]}" --name dense --results-dir $DOCS/sparse \
+        --plot $DOCS/sparse/dense.png "${out[@]}"
     for method in vd vd-strength1 l0 l0-unit; do
-        python eval.py --sparsity learned,weight --checkpoint checkpoints/$method-seed{0,1,2}.pt \
-            --name $method --results-dir docs/sparse --plot docs/sparse/$method.png "${out[@]}"
+        python eval.py --sparsity learned,weight --checkpoint $CKPT/$method-seed{0,1,2}.pt \
+            --name $method --results-dir $DOCS/sparse --plot $DOCS/sparse/$method.png "${out[@]}"
     done
-    python benchmarks/sparse.py --ks $SPARSE_KS --out docs/sparse.md --headline docs/sparse_headline.md
+    python benchmarks/sparse.py --ks $SPARSE_KS --docs $DOCS --out $DOCS/sparse.md --headline $DOCS/sparse_headline.md
     python benchmarks/train_speed.py --out docs/train_speed.md
 }
 
@@ -204,18 +264,18 @@ readme() {
     python scripts/fill_readme.py
 }
 
-# Each section's own wall time goes to docs/times/sections.csv (its queued commands overlap, so their times do not
+# Each section's own wall time goes to $DOCS/times/sections.csv (its queued commands overlap, so their times do not
 # add up to it): a whole run's time on a machine is the sum of its sections'. A section run again replaces its row.
 for SECTION in "${@:-${SECTIONS[@]}}"; do
     if [[ ! " ${SECTIONS[*]} " == *" $SECTION "* ]]; then
         echo "error: no section $SECTION; the sections are: ${SECTIONS[*]}" >&2
         exit 2
     fi
-    mkdir -p checkpoints docs/times
+    mkdir -p $CKPT $DOCS/times
     forget_times
-    forget_rows docs/times/sections.csv "$SECTION" "$SECTION_MACHINE"
+    forget_rows $DOCS/times/sections.csv "$SECTION" "$SECTION_MACHINE"
     echo "== $SECTION"
     section_start=$(now)
     "$SECTION"
-    append_time docs/times/sections.csv "$SECTION" "$section_start" "$SECTION_MACHINE"
+    append_time $DOCS/times/sections.csv "$SECTION" "$section_start" "$SECTION_MACHINE"
 done

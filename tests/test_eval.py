@@ -136,14 +136,16 @@ def test_several_checkpoints_give_the_mean_and_standard_deviation_of_their_accur
     sweep(tmp_path, seeds[0], data_dir, capsys, "--checkpoint", *seeds, sparsity="weight,random",
           ks="0,99")
     test_data = data.load_data("mnist", data_dir, "test", download=False)
-    models = [checkpoints.load(path)[0] for path in seeds]
+    loaded = [checkpoints.load(path) for path in seeds]
     for method in ("weight", "random"):
         rows = read_csv(tmp_path / "results" / "seed0+seed1+seed2" / f"{method}.csv")  # three seeds, one name
         info = json.loads((tmp_path / "results" / "seed0+seed1+seed2" / f"{method}.json").read_text())
         assert [c["seed"] for c in info["checkpoints"]] == [0, 1, 2]
         for row in rows:
             k = int(row["k"])
-            by_hand = [utils.evaluate(prune.prune(model, method, k), test_data) for model in models]
+            # each checkpoint's mask drawn from --seed (0) and the checkpoint
+            by_hand = [utils.evaluate(prune.prune(model, method, k, prune.mask_seed(0, saved["sha256"])), test_data)
+                       for model, saved in loaded]
             assert info["accuracy_per_checkpoint"][str(k)] == by_hand
             mean = sum(by_hand) / 3
             std = math.sqrt(sum((a - mean) ** 2 for a in by_hand) / 2)  # the sample standard deviation
