@@ -37,9 +37,8 @@ from sparse_training import gmp  # noqa: E402
 CHOICES = {
     "l1": ({
         "no L1, weight decay 5e-4": (["--l1", "0", "--weight-decay", "5e-4"], [], {}),
-        "L1 1e-5": (["--l1", "1e-5"], [], {}),
-        "L1 3e-5 (default)": ([], [], {}),
-        "L1 5e-5": (["--l1", "5e-5"], [], {}),
+        **{f"L1 {l1:.0e}".replace("e-0", "e-") + " (default)" * (l1 == train.L1): (["--l1", str(l1)], [], {})
+           for l1 in (1e-5, 3e-5, 5e-5, 1e-4, 2e-4)},
     }, [("weight", 0), ("weight", 90), ("weight", 95), ("weight", 97), ("weight", 99),
         ("unit", 70), ("unit", 80), ("unit", 90)]),
     "finetune": ({
@@ -60,7 +59,7 @@ CHOICES = {
     "l0-gate-rate": ({
         f"{rate:g} x{' (default)' * (rate == sparse_training.L0_GATE_LR)}":
             (["--sparse", "l0"], [], {(sparse_training, "L0_GATE_LR"): rate})
-        for rate in (3.0, 10.0, 30.0)
+        for rate in (10.0, 30.0, 100.0, 300.0)
     }, [("learned", 99), ("learned", 99.5), ("learned", 99.8)]),
 }
 

@@ -33,17 +33,18 @@ SWEPT = [
     ("global, one-shot", "15", "dense/global.csv", "accuracy"),
     ("weight + fine-tuning", "15 + 1", "dense/weight-finetuned.csv", "accuracy"),
     ("global + fine-tuning", "15 + 1", "dense/global-finetuned.csv", "accuracy"),
-    ("vd, learned ranking", "15", "vd/learned.csv", "accuracy"),
+    ("vd (the ELBO), learned ranking", "15", "vd/learned.csv", "accuracy"),
     ("vd, magnitude (weight)", "15", "vd/weight.csv", "accuracy"),
-    ("vd --strength 1 (the ELBO), learned", "15", "vd-strength1/learned.csv", "accuracy"),
+    ("vd --strength 0.1 (a weaker KL), learned", "15", "vd-strength0.1/learned.csv", "accuracy"),
     ("l0, learned ranking", "15", "l0/learned.csv", "accuracy"),
     ("l0, magnitude (weight)", "15", "l0/weight.csv", "accuracy"),
 ]
 HEADLINE = {"weight, one-shot": "one-shot weight pruning", "weight + fine-tuning": "the same fine-tuned",
-            "gmp to each target": "gmp", "vd, learned ranking": "vd",
-            "vd --strength 1 (the ELBO), learned": "vd with the ELBO", "l0, learned ranking": "l0"}
+            "gmp to each target": "gmp", "vd (the ELBO), learned ranking": "vd",
+            "vd --strength 0.1 (a weaker KL), learned": "vd with a weaker KL", "l0, learned ranking": "l0"}
 # (row, the nets' names) of the table of what each method zeroes on its own
-NATURAL = [("vd", "vd"), ("vd --strength 1 (the ELBO)", "vd-strength1"), ("l0", "l0"), ("l0-unit", "l0-unit")]
+NATURAL = [("vd (the ELBO)", "vd"), ("vd --strength 0.1 (a weaker KL)", "vd-strength0.1"), ("l0", "l0"),
+           ("l0-unit", "l0-unit")]
 STRUCTURED = [
     ("unit, one-shot", "15", "dense/unit-finetuned.csv", "one_shot_accuracy"),
     ("unit + fine-tuning", "15 + 1", "dense/unit-finetuned.csv", "accuracy"),

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import data  # noqa: E402
+import train  # noqa: E402
 import utils  # noqa: E402
 from model import MLP  # noqa: E402
 from benchmarks.harness import machine, torch_benchmark  # noqa: E402
@@ -91,7 +92,7 @@ def main(argv=None):
     parser.add_argument("--dataset", choices=data.DATASETS, default="mnist", help="default: %(default)s")
     parser.add_argument("--data-dir", default="data", help="default: %(default)s")
     parser.add_argument("--batch-size", type=utils.positive_int, default=128, help="default: %(default)s")
-    parser.add_argument("--l1", type=float, default=3e-5, help="default: %(default)s")
+    parser.add_argument("--l1", type=float, default=train.L1, help="default: %(default)s, train.py's")
     parser.add_argument("--repeats", type=utils.positive_int, default=3, help="epochs per loop; default: %(default)s")
     args = parser.parse_args(argv)
 

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import files  # noqa: E402
 import results  # noqa: E402
 import sparse_training  # noqa: E402
+import train  # noqa: E402
 import utils  # noqa: E402
 from model import MLP  # noqa: E402
 from sparse_training.l0 import GatedLinear, l0_path  # noqa: E402
@@ -59,7 +60,7 @@ def trainer(method, batch_size, steps, in_c=True):
         loss.backward()
         if penalty is None:  # the dense recipe's and gmp's L1, as train.py's loop adds it
             for weight in model.hidden.parameters():
-                weight.grad.add_(weight.detach().sign(), alpha=3e-5)
+                weight.grad.add_(weight.detach().sign(), alpha=train.L1)
         optimizer.step()
         scheduler.step()
         if after_step:

@@ -26,12 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # speed_tables, beside
 import results  # noqa: E402
 import files  # noqa: E402
 import utils  # noqa: E402
-from speed_tables import duration, speed, speed_batches, speed_efficiency, speed_setup  # noqa: E402
+from speed_tables import (duration, first_batch, speed, speed_batches, speed_efficiency, speed_setup,  # noqa: E402
+                          timing_info, timing_rows)
 from prune import METHODS  # noqa: E402
 
-SECTIONS = ["choices", "train", "sweeps", "retrain", "lenet", "small-dense", "speed", "benchmarks", "sparse", "tests",
-            "readme"]  # make.sh's
-TIMED_SECTIONS = ["choices", "train", "sweeps", "retrain", "lenet", "small-dense", "sparse", "tests"]  # they time commands
+SECTIONS = ["choices", "train", "sweeps", "retrain", "lenet", "speed", "rewind", "small-dense", "benchmarks", "sparse",
+            "tests", "readme"]  # make.sh's
+TIMED_SECTIONS = ["choices", "train", "sweeps", "retrain", "lenet", "rewind", "small-dense", "sparse", "tests"]  # they time commands
 BLOCK = re.compile(r"(<!-- generated: ([\w:./@-]+) -->\n).*?(<!-- end -->)", re.S)
 DATASETS = ["mnist", "fashion-mnist"]
 DATA = DOCS / DATASETS[0]  # the data set whose results the tables read: generate() sets it for each
@@ -81,6 +82,37 @@ def findings():
     lines.append(f"- random pruning at 90 % against weight pruning at 90 %: "
                  f"{paired(per_checkpoint('random', 90), per_checkpoint('weight', 90))} points.")
     return "\n".join(lines)
+
+
+def quickstart():
+    """What `python train.py` should print: the unpruned accuracy over the seeds, and how long training took here."""
+    text = f"the unpruned net's test accuracy, {mean_std(read('weight')[0])} % over three seeds"
+    runs = {}
+    with open(DATA / "times" / "train.csv", newline="") as f:
+        for name, seconds, machine in csv.reader(f):
+            runs.setdefault(machine, []).append(float(seconds))
+    took = "; ".join(f"{duration(statistics.median(s))} ({duration(min(s))}–{duration(max(s))}) on {machine}"
+                     for machine, s in runs.items())
+    return f"Expect {text}. Training took {took} (median, range)."
+
+
+# The exercise this repo answers: its MNIST numbers (Adam, batch 1000), on a CPU it does not name.
+EXERCISE = {"unpruned": 98.5, "weight 80": 97.8, "dense ms": 7.9, "sparse ms": 1.85}
+
+
+def exercise():
+    """The exercise's numbers beside this repo's at the same k and batch."""
+    weight = read("weight")
+    row = next(row for row in timing_rows("weight") if row["k"] == 90)
+    batch, machine = first_batch(timing_info()), timing_info()["machine"]
+    dense = "numpy's" if row.get("dense_numpy_fastest", 0) >= 0.5 else "torch's"
+    return results.markdown(["", "the exercise", "this repo"], text_columns=(0,), rows=[
+        ["unpruned test accuracy, %", EXERCISE["unpruned"], mean_std(weight[0])],
+        ["weight pruning at 80 %, test accuracy, %", EXERCISE["weight 80"], mean_std(weight[80])],
+        [f"dense forward, batch {batch}, ms", EXERCISE["dense ms"], f"{row['dense_ms']:.3g} ({dense}, {machine})"],
+        [f"sparse forward at 90 %, batch {batch}, ms", EXERCISE["sparse ms"], f"{row['sparse_ms']:.3g}"],
+        ["speedup at 90 %", f"{EXERCISE['dense ms'] / EXERCISE['sparse ms']:.1f}x",
+         f"{row['sparse_speedup']:.1f}x (ceiling {row['flop_ceiling']:.1f}x)"]])
 
 
 def global_layers():
@@ -154,8 +186,8 @@ def command(name):
     return f"`{shell}`" + (f" ({note}" if note else "")
 
 
-TABLES = {"accuracy": accuracy, "findings": findings, "global-layers": global_layers, "finetuned": finetuned,
-          "retrained": retrained, "times": times, "sections": sections, "speed-setup": speed_setup,
+TABLES = {"accuracy": accuracy, "findings": findings, "quickstart": quickstart, "exercise": exercise,
+          "global-layers": global_layers, "finetuned": finetuned, "retrained": retrained, "times": times, "sections": sections, "speed-setup": speed_setup,
           "speed-efficiency": speed_efficiency, "speed-batches": speed_batches,
           **{f"speed-{method}": (lambda method=method: speed(method)) for method in METHODS}}
 
@@ -177,13 +209,14 @@ def known(block):
     return (name in TABLES or name.startswith("file:") and not at) and (not at or dataset in DATASETS)
 
 
-PAGES = [DOCS.parent / "README.md", *(DOCS / name for name in ("results.md", "sparse-training.md", "speed.md"))]
+PAGES = [DOCS.parent / "README.md", *(DOCS / name for name in ("results.md", "sparse-training.md", "speed.md",
+                                                                "fashion-mnist.md", "lenet.md"))]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=Path, nargs="+", default=PAGES, help="the pages to fill (default: README.md "
-                        "and docs/results.md, sparse-training.md and speed.md)")
+                        "and docs/results.md, sparse-training.md, speed.md, fashion-mnist.md and lenet.md)")
     args = parser.parse_args(argv)
 
     filled = {}

@@ -8,7 +8,7 @@
 #     DATASET=fashion-mnist bash scripts/make.sh train sweeps # Fashion-MNIST, some sections (each needs what
 #                                                             # the sections before it trained)
 #
-# Sections: choices train sweeps retrain lenet small-dense speed benchmarks sparse tests readme. Needs the data
+# Sections: choices train sweeps retrain lenet speed rewind small-dense benchmarks sparse tests readme. Needs the data
 # set's four IDX files in DATA_DIR (default data/; as train.py --data-dir finds them: README.md, "Offline").
 # What depends on the data set goes to docs/<data set>/ and checkpoints/<data set>/; the timings of the speed
 # and benchmarks sections, which are the machine's, to docs/. Each command's wall time goes to
@@ -31,7 +31,7 @@ DOCS=docs/$DATASET  # what depends on the data set; the machine's own benchmarks
 CKPT=checkpoints/$DATASET
 SEEDS=($CKPT/seed0.pt $CKPT/seed1.pt $CKPT/seed2.pt)
 SPARSE_KS=90,95,98,99,99.5,99.8
-SECTIONS=(choices train sweeps retrain lenet small-dense speed benchmarks sparse tests readme)
+SECTIONS=(choices train sweeps retrain lenet speed rewind small-dense benchmarks sparse tests readme)
 JOBS=${JOBS:-2}
 if [[ ! $JOBS =~ ^[1-9][0-9]*$ ]]; then
     echo "error: JOBS=$JOBS: give the number of training runs at a time, 1 or more" >&2
@@ -123,26 +123,21 @@ sweeps() {
     done
 }
 
-rechoices() {  # the recipe's choices, made on a validation split (the longest first)
-    mkdir -p $DOCS/choices
-    for choice in vd-strength l1 l0-gate-rate gmp-schedule finetune; do
-        queued timed "python benchmarks/choices.py $choice" \
-            python benchmarks/choices.py $choice "${DATA[@]:0:4}" --out $DOCS/choices/$choice.md
-    done
-    finish
+retrain() {  # fine-tuning, at each k, of every method
+    timed "python eval.py --sparsity all --retrain finetune --ks 50,80,90,95,97,99 (3 checkpoints)" \
+        python eval.py --sparsity all --retrain finetune --ks 50,80,90,95,97,99 "${SWEEP[@]}"
 }
 
-train() {
-    for retrain in rewind scratch; do  # each costs a training run per k and checkpoint
+rewind() {  # rewinding and training from scratch: each costs a training run per k and checkpoint
+    for retrain in rewind scratch; do
         queued timed "python eval.py --sparsity weight --retrain $retrain --ks 90,97,99 (3 checkpoints)" \
             python eval.py --sparsity weight --retrain $retrain --ks 90,97,99 "${SWEEP[@]}"
         queued timed "python eval.py --sparsity unit --retrain $retrain --ks 50,80,90 (3 checkpoints)" \
             python eval.py --sparsity unit --retrain $retrain --ks 50,80,90 "${SWEEP[@]}"
     done
     finish
-    # alone and last, so that the plot it draws has every curve: one drawn beside another run may miss that run's
-    timed "python eval.py --sparsity all --retrain finetune --ks 50,80,90,95,97,99 (3 checkpoints)" \
-        python eval.py --sparsity all --retrain finetune --ks 50,80,90,95,97,99 "${SWEEP[@]}"
+    # the plot again, with every curve: one drawn beside another run may miss that run's
+    python plot.py --results-dir $DOCS/results --plot $DOCS/plot.png
 }
 
 LENET_KS=92,95,98.2,98.5,99  # the papers' sparsities: 8, 5, 1.8, 1.5 and 1 % of the weights kept
@@ -224,8 +219,9 @@ sparse() {  # trained to be sparse, against pruning the dense seeds, at sparsiti
         for method in vd l0; do
             queued sparse_net $method-seed$seed "python train.py --sparse $method" $method --seed $seed
         done
-        # vd with the paper's ELBO, against the default's weaker KL
-        queued sparse_net vd-strength1-seed$seed "python train.py --sparse vd --strength 1" vd --strength 1 --seed $seed
+        # vd with a weaker KL, against the default's ELBO (the paper's)
+        queued sparse_net vd-strength0.1-seed$seed "python train.py --sparse vd --strength 0.1" vd --strength 0.1 \
+            --seed $seed
     done
     for seed in 0 1 2; do
         for target in ${SPARSE_KS//,/ }; do
@@ -246,7 +242,7 @@ sparse() {  # trained to be sparse, against pruning the dense seeds, at sparsiti
     timed "python eval.py --sparsity weight,global,unit --retrain finetune (3 dense checkpoints)" python eval.py \
         --sparsity weight,global,unit --retrain finetune --checkpoint "${SEEDS[@]}" --name dense --results-dir $DOCS/sparse \
         --plot $DOCS/sparse/dense.png "${out[@]}"
-    for method in vd vd-strength1 l0 l0-unit; do
+    for method in vd vd-strength0.1 l0 l0-unit; do
         python eval.py --sparsity learned,weight --checkpoint $CKPT/$method-seed{0,1,2}.pt \
             --name $method --results-dir $DOCS/sparse --plot $DOCS/sparse/$method.png "${out[@]}"
     done
