@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import eval as eval_script  # noqa: E402
 import data  # noqa: E402
 import files  # noqa: E402
+import retrain  # noqa: E402
 import sparse_training  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
@@ -42,7 +43,8 @@ CHOICES = {
     }, [("weight", 0), ("weight", 90), ("weight", 95), ("weight", 97), ("weight", 99),
         ("unit", 70), ("unit", 80), ("unit", 90)]),
     "finetune": ({
-        f"rate {lr}, {epochs} epoch{'s' * (epochs > 1)}{' (default)' * (lr == '0.01' and epochs == 1)}":
+        f"rate {lr}, {epochs} epoch{'s' * (epochs > 1)}"
+        f"{' (default)' * ((float(lr), epochs) == (retrain.FINETUNE['lr'], retrain.FINETUNE['epochs']))}":
             ([], ["--retrain", "finetune", "--retrain-lr", lr, "--retrain-epochs", str(epochs)], {})
         for lr in ("0.003", "0.01", "0.03") for epochs in (1, 3)
     }, [("weight-finetuned", 95), ("weight-finetuned", 99), ("unit-finetuned", 80)]),

@@ -24,6 +24,7 @@ import files  # noqa: E402
 import results  # noqa: E402
 import utils  # noqa: E402
 from eval import parse_ks  # noqa: E402
+from retrain import FINETUNE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = (0, 1, 2)
@@ -31,8 +32,8 @@ SEEDS = (0, 1, 2)
 SWEPT = [
     ("weight, one-shot", "15", "dense/weight.csv", "accuracy"),
     ("global, one-shot", "15", "dense/global.csv", "accuracy"),
-    ("weight + fine-tuning", "15 + 1", "dense/weight-finetuned.csv", "accuracy"),
-    ("global + fine-tuning", "15 + 1", "dense/global-finetuned.csv", "accuracy"),
+    ("weight + fine-tuning", f"15 + {FINETUNE['epochs']}", "dense/weight-finetuned.csv", "accuracy"),
+    ("global + fine-tuning", f"15 + {FINETUNE['epochs']}", "dense/global-finetuned.csv", "accuracy"),
     ("vd (the ELBO), learned ranking", "15", "vd/learned.csv", "accuracy"),
     ("vd, magnitude (weight)", "15", "vd/weight.csv", "accuracy"),
     ("vd --strength 0.1 (a weaker KL), learned", "15", "vd-strength0.1/learned.csv", "accuracy"),
@@ -47,7 +48,7 @@ NATURAL = [("vd (the ELBO)", "vd"), ("vd --strength 0.1 (a weaker KL)", "vd-stre
            ("l0-unit", "l0-unit")]
 STRUCTURED = [
     ("unit, one-shot", "15", "dense/unit-finetuned.csv", "one_shot_accuracy"),
-    ("unit + fine-tuning", "15 + 1", "dense/unit-finetuned.csv", "accuracy"),
+    ("unit + fine-tuning", f"15 + {FINETUNE['epochs']}", "dense/unit-finetuned.csv", "accuracy"),
     ("l0-unit, learned ranking", "15", "l0-unit/learned.csv", "accuracy"),
 ]
 
