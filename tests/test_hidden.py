@@ -9,7 +9,7 @@ import inference
 import train
 from conftest import assert_fails_cleanly, run_main
 from model import sizes_of
-from prune import METHODS, prune
+from prune import METHODS, mask_seed, prune
 
 ODD = (37, 13)  # sizes either side of no vector width, so that the kernels' remainders run
 
@@ -41,14 +41,14 @@ def test_train_records_the_sizes_and_names_the_file_after_them(odd_net):
 def test_every_method_and_the_c_paths_run_an_odd_net_to_its_pruned_logits(odd_net, data_dir, tmp_path, capsys):
     sweep(tmp_path, odd_net, data_dir, capsys, "--sparsity", "all", "--ks", "0,50,90", "--timing-batch", "1,7,20",
           "--save", tmp_path / "nets")
-    model, _ = checkpoints.load(odd_net)
+    model, saved = checkpoints.load(odd_net)
     images = torch.randn(20, 784)
     for method in METHODS:
         for k in (50, 90):
             net = inference.load(tmp_path / "nets" / f"{method}-{k}.pt", device="cpu")
             assert torch.load(net.path, weights_only=True)["sizes"] == [784, *ODD, 10]
             with torch.no_grad():
-                expected = prune(model, method, k)(images)
+                expected = prune(model, method, k, mask_seed(0, saved["sha256"]))(images)  # eval.py's seed
             for batch in (1, 7, 20):
                 torch.testing.assert_close(net(images[:batch]), expected[:batch], rtol=1e-4, atol=1e-4)
 

@@ -102,7 +102,7 @@ def test_finetune_keeps_its_own_recipe_unless_told_otherwise(tmp_path, checkpoin
         result = sweep(tmp_path, checkpoint, data_dir, capsys, *extra)
         assert result.returncode == 0, result.stderr
     assert [call["recipe"] for call in retrain_calls] == [
-        {"epochs": 1, "lr": 0.01, "batch_size": 32, "seed": 0}, {"epochs": 2, "lr": 0.03, "batch_size": 32, "seed": 0}]
+        {**retraining.FINETUNE, "batch_size": 32, "seed": 0}, {"epochs": 2, "lr": 0.03, "batch_size": 32, "seed": 0}]
     model, _ = checkpoints.load(checkpoint)
     assert all(torch.equal(start, weight.detach() * mask) for start, weight, mask in zip(
         retrain_calls[0]["start"], [layer.weight for layer in model.layers], [*retrain_calls[0]["masks"], 1]))

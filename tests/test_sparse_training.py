@@ -101,8 +101,8 @@ def test_a_bad_sparse_flag_is_one_line_before_any_training(flags, words, tmp_pat
 
 SPARSE_RUNS = {  # a tiny data set takes few steps: a large rate and strength make the methods sparsify in them
     "vd": ["--epochs", "2", "--strength", "1"],
-    "l0": ["--epochs", "3", "--lr", "0.015", "--strength", "10"],
-    "l0-unit": ["--epochs", "3", "--lr", "0.015", "--strength", "10"],
+    "l0": ["--epochs", "3", "--lr", "0.005", "--strength", "10"],
+    "l0-unit": ["--epochs", "3", "--lr", "0.005", "--strength", "10"],
 }
 
 
