@@ -93,7 +93,7 @@ def quickstart():
             runs.setdefault(machine, []).append(float(seconds))
     took = "; ".join(f"{duration(statistics.median(s))} ({duration(min(s))}–{duration(max(s))}) on {machine}"
                      for machine, s in runs.items())
-    return f"Expect {text}. Training took {took} (median, range)."
+    return f"Expect {text}. `bash scripts/make.sh` trained them in {took} (median, range)."
 
 
 # The exercise this repo answers: its MNIST numbers (Adam, batch 1000), on a CPU it does not name.
