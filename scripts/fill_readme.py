@@ -109,10 +109,15 @@ def exercise():
     return results.markdown(["", "the exercise", "this repo"], text_columns=(0,), rows=[
         ["unpruned test accuracy, %", EXERCISE["unpruned"], mean_std(weight[0])],
         ["weight pruning at 80 %, test accuracy, %", EXERCISE["weight 80"], mean_std(weight[80])],
-        [f"dense forward, batch {batch}, ms", EXERCISE["dense ms"], f"{row['dense_ms']:.3g} ({dense}, {machine})"],
-        [f"sparse forward at 90 %, batch {batch}, ms", EXERCISE["sparse ms"], f"{row['sparse_ms']:.3g}"],
+        [f"dense forward, batch {batch}, ms", EXERCISE["dense ms"], f"{spread(row, 'dense_ms', '.2f')}, {dense} on {machine}"],
+        [f"sparse forward at 90 %, batch {batch}, ms", EXERCISE["sparse ms"], spread(row, "sparse_ms", ".3f")],
         ["speedup at 90 %", f"{EXERCISE['dense ms'] / EXERCISE['sparse ms']:.1f}x",
-         f"{row['sparse_speedup']:.1f}x (ceiling {row['flop_ceiling']:.1f}x)"]])
+         f"{spread(row, 'sparse_speedup', '.1f', 'x')}, the ceiling {row['flop_ceiling']:.1f}x"]])
+
+
+def spread(row, column, spec, unit=""):
+    """A timing's median over the runs, and their range."""
+    return f"{row[column]:{spec}}{unit} ({row[column + '_min']:{spec}}–{row[column + '_max']:{spec}})"
 
 
 def global_layers():

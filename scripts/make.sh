@@ -143,7 +143,7 @@ rewind() {  # rewinding and training from scratch: each costs a training run per
 LENET_KS=92,95,98.2,98.5,99  # the papers' sparsities: 8, 5, 1.8, 1.5 and 1 % of the weights kept
 lenet() {  # the papers' LeNet-300-100, trained dense and pruned, and trained to be sparse, at their sparsities
     local net=(--hidden 300,100 "${DATA[@]}" --logdir runs/$DATASET-lenet) name
-    local out=(--no-timing --results-dir $DOCS/lenet --logdir runs/$DATASET-lenet --plot $DOCS/lenet/plot.png)
+    local out=(--no-timing --results-dir $DOCS/lenet --logdir runs/$DATASET-lenet --plot $DOCS/lenet.png)
     rm -rf $DOCS/lenet
     for seed in 0 1 2; do
         for method in vd l0; do  # the longest first
@@ -159,7 +159,7 @@ lenet() {  # the papers' LeNet-300-100, trained dense and pruned, and trained to
     done
     finish
     for retrain in "" "--retrain finetune"; do
-        timed "python eval.py --sparsity weight,global $retrain (3 LeNet-300-100 checkpoints)" python eval.py \
+        timed "python eval.py --sparsity weight,global${retrain:+ $retrain} (3 LeNet-300-100 checkpoints)" python eval.py \
             --sparsity weight,global $retrain --ks 0,$LENET_KS --checkpoint $CKPT/lenet-seed{0,1,2}.pt --name dense "${out[@]}"
     done
     for name in vd l0; do
