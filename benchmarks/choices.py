@@ -3,7 +3,8 @@
 A choice is a few candidates. Each is trained on the training images less a validation split (train.py
 --validation 5000 by default: the same images every run), pruned, and scored on that split (eval.py --split validation).
 A candidate's score is its mean validation accuracy over the choice's columns; the highest score is the
-choice. No test accuracy takes part (train.py reports one; it is not read). Prints one Markdown table, the chosen row in bold, to --out.
+choice. No test accuracy takes part (train.py reports one; it is not read). Prints one Markdown table, the
+chosen row in bold, to --out.
 
     python benchmarks/choices.py l1 --dataset mnist --data-dir ../shared/data/mnist --out docs/mnist/choices/l1.md
 
@@ -78,8 +79,8 @@ def score(choice, candidate, common, folder, trained, validation, epochs=None):
         with contextlib.ExitStack() as stack:
             for (module, name), value in constants.items():
                 stack.enter_context(mock.patch.object(module, name, value))
-            train.main([*train_flags, *common, *(["--epochs", str(epochs)] if epochs else []), "--validation", str(validation), "--out", trained[recipe],
-                        "--overwrite", "--logdir", logdir])
+            train.main([*train_flags, *common, *(["--epochs", str(epochs)] if epochs else []),
+                        "--validation", str(validation), "--out", trained[recipe], "--overwrite", "--logdir", logdir])
     results_dir = folder / f"results{len(list(folder.glob('results*')))}"
     for method in dict.fromkeys(column.split("-")[0] for column, _ in columns):
         ks = ",".join(f"{k:g}" for column, k in columns if column.split("-")[0] == method)

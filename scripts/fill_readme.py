@@ -32,7 +32,8 @@ from prune import METHODS  # noqa: E402
 
 SECTIONS = ["choices", "train", "sweeps", "retrain", "lenet", "speed", "rewind", "small-dense", "benchmarks", "sparse",
             "tests", "readme"]  # make.sh's
-TIMED_SECTIONS = ["choices", "train", "sweeps", "retrain", "lenet", "rewind", "small-dense", "sparse", "tests"]  # they time commands
+# those that time their commands
+TIMED_SECTIONS = ["choices", "train", "sweeps", "retrain", "lenet", "rewind", "small-dense", "sparse", "tests"]
 BLOCK = re.compile(r"(<!-- generated: ([\w:./@-]+) -->\n).*?(<!-- end -->)", re.S)
 DATASETS = ["mnist", "fashion-mnist"]
 DATA = DOCS / DATASETS[0]  # the data set whose results the tables read: generate() sets it for each
@@ -87,12 +88,8 @@ def findings():
 def quickstart():
     """What `python train.py` should print: the unpruned accuracy over the seeds, and how long training took here."""
     text = f"the unpruned net's test accuracy, {mean_std(read('weight')[0])} % over three seeds"
-    runs = {}
-    with open(DATA / "times" / "train.csv", newline="") as f:
-        for name, seconds, machine in csv.reader(f):
-            runs.setdefault(machine, []).append(float(seconds))
     took = "; ".join(f"{duration(statistics.median(s))} ({duration(min(s))}–{duration(max(s))}) on {machine}"
-                     for machine, s in runs.items())
+                     for machine, by_command in read_times(["train"]).items() for s in by_command.values())
     return f"Expect {text}. `bash scripts/make.sh` trained them in {took} (median, range)."
 
 
@@ -109,7 +106,8 @@ def exercise():
     return results.markdown(["", "the exercise", "this repo"], text_columns=(0,), rows=[
         ["unpruned test accuracy, %", EXERCISE["unpruned"], mean_std(weight[0])],
         ["weight pruning at 80 %, test accuracy, %", EXERCISE["weight 80"], mean_std(weight[80])],
-        [f"dense forward, batch {batch}, ms", EXERCISE["dense ms"], f"{spread(row, 'dense_ms', '.2f')}, {dense} on {machine}"],
+        [f"dense forward, batch {batch}, ms", EXERCISE["dense ms"],
+         f"{spread(row, 'dense_ms', '.2f')}, {dense} on {machine}"],
         [f"sparse forward at 90 %, batch {batch}, ms", EXERCISE["sparse ms"], spread(row, "sparse_ms", ".3f")],
         ["speedup at 90 %", f"{EXERCISE['dense ms'] / EXERCISE['sparse ms']:.1f}x",
          f"{spread(row, 'sparse_speedup', '.1f', 'x')}, the ceiling {row['flop_ceiling']:.1f}x"]])
@@ -148,14 +146,20 @@ def retrained():
 
 def times():
     """Each command's wall time, one table per machine it ran on: the last run of each section there (make.sh)."""
-    runs = {}  # machine -> command -> its seconds
-    for section in TIMED_SECTIONS:
+    return "\n\n".join(f"On {machine}:\n\n{time_table(by_command)}"
+                       for machine, by_command in read_times(TIMED_SECTIONS).items())
+
+
+def read_times(sections):
+    """{machine: {command: its seconds in each run}} from make.sh's times of `sections`; one not run yet is left out."""
+    runs = {}
+    for section in sections:
         path = DATA / "times" / f"{section}.csv"
-        if path.exists():  # a section not run yet is left out
+        if path.exists():
             with open(path, newline="") as f:
                 for name, seconds, machine in csv.reader(f):
                     runs.setdefault(machine, {}).setdefault(name, []).append(float(seconds))
-    return "\n\n".join(f"On {machine}:\n\n{time_table(by_command)}" for machine, by_command in runs.items())
+    return runs
 
 
 def sections():
@@ -192,7 +196,8 @@ def command(name):
 
 
 TABLES = {"accuracy": accuracy, "findings": findings, "quickstart": quickstart, "exercise": exercise,
-          "global-layers": global_layers, "finetuned": finetuned, "retrained": retrained, "times": times, "sections": sections, "speed-setup": speed_setup,
+          "global-layers": global_layers, "finetuned": finetuned, "retrained": retrained, "times": times,
+          "sections": sections, "speed-setup": speed_setup,
           "speed-efficiency": speed_efficiency, "speed-batches": speed_batches,
           **{f"speed-{method}": (lambda method=method: speed(method)) for method in METHODS}}
 

@@ -49,7 +49,8 @@ def speed_setup():
     return (f"Measured on: {info['machine']}, {info['threads']} threads, batch {first_batch(info)}, "
             f"{baseline(timing_rows())}; "
             f"`eval.py --sparsity {info['sparsity']}` ran {len(seconds)} times, "
-            f"{duration(statistics.median(seconds))} each (median; {duration(min(seconds))}–{duration(max(seconds))}).")
+            f"{duration(statistics.median(seconds))} each "
+            f"(median; {duration(min(seconds))}–{duration(max(seconds))}).")
 
 
 def speed_efficiency():
