@@ -6,7 +6,7 @@ A candidate's score is its mean validation accuracy over the choice's columns; t
 choice. No test accuracy takes part (train.py reports one; it is not read). Prints one Markdown table, the
 chosen row in bold, to --out.
 
-    python benchmarks/choices.py l1 --dataset mnist --data-dir ../shared/data/mnist --out docs/mnist/choices/l1.md
+    python benchmarks/choices.py l1 --out docs/mnist/choices/l1.md     # MNIST in data/, as train.py finds it
 
 The choices, and what their columns are (each a sweep of eval.py at those k):
     l1            the dense recipe's L1 penalty: unpruned, and one-shot weight and unit pruning
