@@ -146,7 +146,7 @@ def main(argv=None):
             nets["small dense, distilled"].append(train_small(sizes, train_data, recipe, seed, teacher))
         weights = {name: [layer.weight.detach() for layer in group[0].layers] for name, group in nets.items()}
         full = transposed([layer.weight.detach() for layer in loaded[0][0].layers])
-        paths = {"full dense": (dense_forward, full), "full dense numpy": (numpy_dense_forward, [w.numpy() for w in full])}
+        paths = {"full dense": (dense_forward, full)}
         for name, net_weights in weights.items():
             if kernel:
                 paths[name] = (csr_kernel_forward, sparse_plan(net_weights))
@@ -154,6 +154,9 @@ def main(argv=None):
                 paths[name] = (dense_forward, transposed(compact(net_weights)))
         with torch.no_grad():
             times = time_paths(paths, x)
+            # numpy's dense in a run of its own, after the others: its BLAS threads, which spin on after a call,
+            # took the cores from the kernel timed beside them in one run (the same small net timed 6x and 12x)
+            times |= time_paths({"full dense numpy": (numpy_dense_forward, [w.numpy() for w in full])}, x)
         for name, group in nets.items():
             accuracy, std = results.mean_and_std([utils.evaluate(net, test_data) for net in group])
             nonzeros = sum(int(w.count_nonzero()) for w in compact(weights[name]))

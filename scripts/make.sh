@@ -173,7 +173,8 @@ lenet() {  # the papers' LeNet-300-100, trained dense and pruned, and trained to
 }
 
 small-dense() {
-    timed "python benchmarks/small_dense.py --checkpoint (3 checkpoints)" \
+    # without the variables that slow a current numpy's OpenBLAS (set on some machines for old builds)
+    timed "python benchmarks/small_dense.py --checkpoint (3 checkpoints)" env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
         python benchmarks/small_dense.py --checkpoint "${SEEDS[@]}" --out $DOCS/small_dense.md
 }
 
