@@ -17,7 +17,6 @@ The choices, and what their columns are (each a sweep of eval.py at those k):
 """
 import argparse
 import contextlib
-import csv
 import statistics
 import sys
 import tempfile
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import eval as eval_script  # noqa: E402
 import data  # noqa: E402
 import files  # noqa: E402
+import results  # noqa: E402
 import retrain  # noqa: E402
 import sparse_training  # noqa: E402
 import train  # noqa: E402
@@ -87,11 +87,9 @@ def score(choice, candidate, common, folder, trained, validation, epochs=None):
         eval_script.main(["--sparsity", method, "--ks", ks, "--no-timing", "--split", "validation", *eval_flags,
                           *common, "--checkpoint", trained[recipe], "--name", "net", "--results-dir",
                           str(results_dir), "--logdir", logdir, "--plot", str(folder / "plot.png")])
-    accuracy = {}
-    for column in dict.fromkeys(column for column, _ in columns):
-        with open(results_dir / "net" / f"{column}.csv") as f:
-            accuracy |= {(column, float(row["k"])): float(row["accuracy"]) for row in csv.DictReader(f)}
-    return {(column, k): accuracy[(column, float(k))] for column, k in columns}
+    rows = {column: {row["k"]: row["accuracy"] for row in results.read_rows(results_dir / "net" / f"{column}.csv")}
+            for column in dict.fromkeys(column for column, _ in columns)}
+    return {(column, k): rows[column][k] for column, k in columns}
 
 
 def table(choice, scores):
@@ -129,8 +127,9 @@ def main(argv=None):
         for candidate in CHOICES[args.choice][0]:
             scores[candidate] = score(args.choice, candidate, common, Path(folder), trained, args.validation,
                                       args.epochs)
-    files.write_atomic(args.out, lambda f: f.write(table(args.choice, scores).encode()))
-    print(table(args.choice, scores), end="")
+    text = table(args.choice, scores)
+    files.write_atomic(args.out, lambda f: f.write(text.encode()))
+    print(text, end="")
 
 
 if __name__ == "__main__":

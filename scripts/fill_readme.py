@@ -101,7 +101,8 @@ def exercise():
     """The exercise's numbers beside this repo's at the same k and batch."""
     weight = read("weight")
     row = next(row for row in timing_rows("weight") if row["k"] == 90)
-    batch, machine = first_batch(timing_info()), timing_info()["machine"]
+    info = timing_info()
+    batch, machine = first_batch(info), info["machine"]
     dense = "numpy's" if row.get("dense_numpy_fastest", 0) >= 0.5 else "torch's"
     return results.markdown(["", "the exercise", "this repo"], text_columns=(0,), rows=[
         ["unpruned test accuracy, %", EXERCISE["unpruned"], mean_std(weight[0])],
