@@ -40,12 +40,20 @@ def parse_args(argv):
                         help="training images held out to choose on: the same ones every run (data.VALIDATION_SEED); "
                              "each epoch then reports their accuracy, and the test set only the final one")
     parser.add_argument("--sparse", choices=sparse_training.METHODS, default=argparse.SUPPRESS,
-                        help="train the net to be sparse (sparse_training/): gmp, gradual magnitude pruning of each "
-                             "hidden layer to --target percent (Zhu & Gupta 2017), or gmp-global, the hidden layers together; vd, sparse variational dropout "
-                             "(Molchanov et al. 2017); l0, L0 regularisation with a hard-concrete gate per weight, or "
-                             "l0-unit, per unit (Louizos et al. 2018). Without it: dense")
+                        help="train the net to be sparse (sparse_training/). From a dense net: gmp, gradual magnitude "
+                             "pruning of each hidden layer to --target percent (Zhu & Gupta 2017), or gmp-global, the "
+                             "hidden layers together; vd, sparse variational dropout (Molchanov et al. 2017); l0, L0 "
+                             "regularisation with a hard-concrete gate per weight, or l0-unit, per unit (Louizos et al. "
+                             "2018). Sparse from the first step, at --target: static, a random mask held; snip (Lee et "
+                             "al. 2019) and synflow (Tanaka et al. 2020), masks found at init and held; set (Mocanu et "
+                             "al. 2018) and rigl (Evci et al. 2020), masks that move as the net trains. Without it: dense")
     parser.add_argument("--target", type=utils.percent_below_100, default=argparse.SUPPRESS,
-                        help="gmp's final sparsity, in percent of each hidden layer's weights, from 0 to below 100")
+                        help="the final sparsity of " + ", ".join(sparse_training.TARGETED) + ", in percent of the "
+                             "hidden layers' weights, above 0 and below 100")
+    parser.add_argument("--distribution", choices=sparse_training.DISTRIBUTIONS, default=argparse.SUPPRESS,
+                        help="how the sparsity of " + ", ".join(sparse_training.DISTRIBUTED) + " is shared among "
+                             "the hidden layers: uniform, each at --target; erk, each layer's density proportional "
+                             "to (n_in + n_out) / (n_in n_out) (Evci et al. 2020) (default: uniform)")
     parser.add_argument("--strength", type=utils.non_negative_float, default=argparse.SUPPRESS,
                         help="how hard vd and l0 push to sparsity: vd's final weight of the KL term (default "
                              f"{sparse_training.DEFAULT_STRENGTH['vd']}; 1 is the ELBO); l0's λ, the cost of each open weight per training image (default "
@@ -64,9 +72,18 @@ def parse_args(argv):
                              "eval.py files under that name")
     args = parser.parse_args(argv)
     sparse = getattr(args, "sparse", None)
-    if (sparse in sparse_training.GMP) != hasattr(args, "target"):
-        parser.error(f"--sparse {sparse} needs --target, the final sparsity in percent" if sparse else
-                     "--target is gmp's final sparsity: give it with --sparse gmp or gmp-global")
+    targeted = ", ".join(sparse_training.TARGETED)
+    if (sparse in sparse_training.TARGETED) != hasattr(args, "target"):
+        parser.error(f"--sparse {sparse} needs --target, the final sparsity in percent" if sparse in
+                     sparse_training.TARGETED else f"--target is the final sparsity of {targeted}: "
+                     f"--sparse {sparse} finds its own" if sparse else
+                     f"--target is the final sparsity of a net trained to be sparse: give it with --sparse {targeted}")
+    if getattr(args, "target", None) == 0:
+        parser.error("--target 0 keeps every weight: train without --sparse for the dense net")
+    if hasattr(args, "distribution") and sparse not in sparse_training.DISTRIBUTED:
+        parser.error(f"--distribution shares a --target among the hidden layers of "
+                     f"{', '.join(sparse_training.DISTRIBUTED)}: " +
+                     (f"--sparse {sparse} decides each layer's sparsity itself" if sparse else "the dense net has none"))
     if hasattr(args, "strength") and sparse not in sparse_training.DEFAULT_STRENGTH:
         parser.error("--strength is the penalty of vd, l0 and l0-unit: give it with --sparse vd, l0 or l0-unit")
     adam = sparse in sparse_training.DEFAULT_STRENGTH  # the methods that bring their own penalty
@@ -77,7 +94,10 @@ def parse_args(argv):
     if adam:
         args.strength = getattr(args, "strength", sparse_training.DEFAULT_STRENGTH[sparse])
     args.sparse = sparse
-    args.out = getattr(args, "out", default_out(sparse, getattr(args, "target", None), args.hidden, args.validation))
+    if sparse in sparse_training.DISTRIBUTED:
+        args.distribution = getattr(args, "distribution", "uniform")
+    args.out = getattr(args, "out", default_out(sparse, getattr(args, "target", None), args.hidden, args.validation,
+                                                getattr(args, "distribution", "uniform")))
     return args
 
 
@@ -93,11 +113,12 @@ def hidden_sizes(text):
     return hidden
 
 
-def default_out(sparse, target, hidden=HIDDEN, validation=0):
-    """The checkpoint's default name, after its recipe: model.pt, gmp-99.pt, gmp-global-99.8.pt, vd.pt, l0.pt;
-    model-300-100.pt, gmp-99-300-100.pt for other hidden sizes than the default; model-val5000.pt for a net
-    trained with 5000 images held out."""
+def default_out(sparse, target, hidden=HIDDEN, validation=0, distribution="uniform"):
+    """The checkpoint's default name, after its recipe: model.pt, gmp-99.pt, gmp-global-99.8.pt, vd.pt, l0.pt,
+    rigl-99-erk.pt; model-300-100.pt, gmp-99-300-100.pt for other hidden sizes than the default;
+    model-val5000.pt for a net trained with 5000 images held out."""
     name = "model" if sparse is None else f"{sparse}-{target:g}" if target is not None else sparse
+    name += "-erk" if distribution == "erk" else ""
     name += "" if tuple(hidden) == HIDDEN else f"-{'-'.join(map(str, hidden))}"
     return f"{name}{f'-val{validation}' if validation else ''}.pt"
 
@@ -105,7 +126,8 @@ def default_out(sparse, target, hidden=HIDDEN, validation=0):
 def recipe(config):
     """What makes two checkpoints the same recipe, as far as replacing one by the other goes."""
     return {"sparse": config.get("sparse"), "target": config.get("target"), "dataset": config.get("dataset", "mnist"),
-            "hidden": list(config.get("hidden", HIDDEN)), "validation": config.get("validation", 0)}
+            "hidden": list(config.get("hidden", HIDDEN)), "validation": config.get("validation", 0),
+            "distribution": config.get("distribution")}
 
 
 def check_replacing(args):
@@ -130,6 +152,7 @@ def check_replacing(args):
 def describe(recipe):
     method = recipe["sparse"] or "dense"
     target = f" to {recipe['target']:g} %" if recipe["target"] is not None else ""
+    target += " (erk)" if recipe["distribution"] == "erk" else ""
     net = f" {'-'.join(map(str, sizes(recipe['hidden'])))}" if tuple(recipe["hidden"]) != HIDDEN else ""
     held = f", {recipe['validation']} images held out" if recipe["validation"] else ""
     return f"{method}{target}{net} on {recipe['dataset']}{held}"
@@ -155,13 +178,21 @@ def main(argv=None):
               "validation_seed": data.VALIDATION_SEED, **kernel_path(sparse, device)}
 
     model = MLP(sizes(args.hidden)).to(device)
-    initial_state = {name: weight.clone() for name, weight in model.state_dict().items()}  # for rewinding
     steps = args.epochs * math.ceil(len(train_data[1]) / args.batch_size)  # the schedule moves every batch
-    # gmp prunes after each step; vd and l0 make the hidden layers their own, and add a term to the loss
-    penalty, after_step = sparse_training.prepare(sparse, model, steps, len(train_data[1]), getattr(args, "target", None),
-                                                  getattr(args, "strength", None))
+    target, distribution = getattr(args, "target", None), getattr(args, "distribution", "uniform")
+    if distribution == "erk" and (note := sparse_training.kept_counts(sparse_training.shapes(model), target, "erk")[1]):
+        print(f"note: {note}")
+    initial_state = sparse_training.initial_state(model)  # for rewinding
+    # vd and l0 make the hidden layers their own, and add a term to the loss; the methods sparse from the first
+    # step find their masks and keep only those weights
+    penalty = sparse_training.prepare(sparse, model, steps, train_data, args.batch_size, target,
+                                      getattr(args, "strength", None), distribution)
+    if sparse in sparse_training.FROM_INIT:  # where rewinding goes back to: the sparse init
+        initial_state = sparse_training.initial_state(model)
     loss_fn = (lambda logits, batch: F.cross_entropy(logits, train_data[1][batch]) + penalty()) if penalty else None
     optimizer, scheduler = sparse_training.optimizer(sparse, model, args.lr, steps, args.weight_decay)
+    # gmp prunes after each step; SET and RigL move their masks
+    after_step = sparse_training.after_step(sparse, model, optimizer, steps, target, distribution)
 
     print(f"training on {args.dataset} ({len(train_data[1])} images) on {device} for {args.epochs} epoch{'s' * (args.epochs > 1)}")
     start = time.perf_counter()
@@ -169,6 +200,8 @@ def main(argv=None):
     watched = train(model, args, train_data, validation_data or test_data, optimizer, scheduler, loss_fn, after_step,
                     start)
     measured = {}
+    if hasattr(after_step, "regrown"):
+        config["regrown"] = after_step.regrown  # connections grown where none was, over the run
     if sparse:  # what the method zeroes on its own, and the test accuracy there, measured as it prunes
         accuracy = utils.evaluate(model, test_data) if validation_data else watched
         scores, natural_sparsity = sparse_training.finish(model)  # a plain MLP again, its values unthresholded

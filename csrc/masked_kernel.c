@@ -56,16 +56,18 @@ void masked_product(const int64_t *start, const int32_t *index, const int32_t *a
     }
 }
 
-/* The weights' gradient, grad [rows][columns]: g[r][:] . h[index[p]][:] at at[p] for each nonzero p of each row r,
- * and 0 where the mask prunes. Each row is zeroed here, just before its nonzeros are written, while it is in the
- * cache: zeroing the whole matrix first took a pass over memory of its own. Four nonzeros at a time, each with
- * two sums, so that a load of g serves four multiply-adds. */
+/* The weights' gradient: g[r][:] . h[index[p]][:] at grad[at[p]] for each nonzero p of each row r. Where grad is the
+ * dense [rows][columns] gradient of W, it is 0 where the mask prunes: each row is zeroed here, just before its
+ * nonzeros are written, while it is in the cache (zeroing the whole matrix first took a pass over memory of its
+ * own). Where grad holds the kept weights only (sparse_training/kept.py), every element is written and columns is
+ * 0: nothing is zeroed, and the gradient costs the nonzeros alone. Four nonzeros at a time, each with two sums, so
+ * that a load of g serves four multiply-adds. */
 void masked_gradient(const int64_t *start, const int32_t *index, const int32_t *at, const float *g, const float *h,
                      float *grad, long rows, long width, int threads, long columns) {
     long vectors = width / VEC;
     #pragma omp parallel for num_threads(threads) schedule(dynamic, 16)
     for (long r = 0; r < rows; r++) {
-        memset(grad + r * columns, 0, columns * sizeof(float));
+        if (columns) memset(grad + r * columns, 0, columns * sizeof(float));
         const float *g_row = g + r * width;
         const vec *gv = (const vec *)g_row;
         int64_t p = start[r], end = start[r + 1];

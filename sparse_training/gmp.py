@@ -24,10 +24,21 @@ def gmp_sparsity(step, target, start, end):
     return target * (1 - (1 - progress) ** 3)
 
 
-def gradual_magnitude_pruning(model, target, steps, every=GMP_EVERY, rule=RULES["gmp"]):
+def layer_shares(counts, model):
+    """Each hidden layer's final sparsity over the net's, where the layers are to keep `counts` weights (ERK's):
+    the schedule moves each layer in proportion, to its own sparsity at the end."""
+    sizes = [layer.weight.numel() for layer in model.hidden]
+    fraction = 1 - sum(counts) / sum(sizes)
+    return [(1 - count / size) / fraction for count, size in zip(counts, sizes)]
+
+
+def gradual_magnitude_pruning(model, target, steps, every=GMP_EVERY, rule=RULES["gmp"], shares=None):
     """Put masks on the hidden layers of `model` (each layer's weight_mask) and return the function to call after
     each training step, which holds the pruned weights at zero and recomputes the masks by `rule` (one of RULES)
-    every `every` steps and at the last of `steps`, to `target` percent at the end."""
+    every `every` steps and at the last of `steps`, to `target` percent at the end; `shares` (per-layer rules
+    only), each layer's sparsity over the net's (layer_shares), where they are not all at the target."""
+    if shares is not None:
+        rule = lambda weights, fraction: [weight_mask(w, fraction * share) for w, share in zip(weights, shares)]
     masks = [torch.ones_like(layer.weight) for layer in model.hidden]
     mask_hidden(model, masks)  # their products over the kept weights only, once the masks prune most
     zero_pruned = hold_at_zero(model.hidden, masks)

@@ -33,6 +33,7 @@ class Lists(NamedTuple):
     at: torch.Tensor
     shape: tuple
     by_column: bool
+    weights: tuple = None  # the shape of what `at` points into: None for the dense W, of `shape`
 
 
 def nonzero_lists(mask, by_column=False):
@@ -52,13 +53,13 @@ def run(function, lists, a, b, out, *more):
     for each of their rows (columns); the matrix `at` points into, a for masked_product and out for
     masked_gradient, has the mask's shape."""
     lines, named = lists.shape[::-1] if lists.by_column else lists.shape
-    width, nonzeros = b.shape[1], len(lists.index)
+    width, nonzeros, weights = b.shape[1], len(lists.index), lists.weights or lists.shape
     shapes = {"the mask's starts": (lists.start, torch.int64, (lines + 1,)),
               "the mask's indices": (lists.index, torch.int32, (nonzeros,)),
               "the mask's positions": (lists.at, torch.int32, (nonzeros,)),
-              "the masked product's first operand": (a, torch.float32, (lines, width) if more else lists.shape),
+              "the masked product's first operand": (a, torch.float32, (lines, width) if more else weights),
               "the masked product's second operand": (b, torch.float32, (named, width)),
-              "the masked product's output": (out, torch.float32, lists.shape if more else (lines, width))}
+              "the masked product's output": (out, torch.float32, weights if more else (lines, width))}
     pointers = [check.address(tensor, name, dtype, shape) for name, (tensor, dtype, shape) in shapes.items()]
     function(*pointers, lines, width, torch.get_num_threads(), *more)
 
