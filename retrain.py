@@ -10,7 +10,8 @@ import utils
 from fastpath.compact import live_units
 from model import MLP, SIZES, sizes_of
 from prune import hold_at_zero
-from sparse_training.masked import mask_hidden
+from sparse_training.kept import KeptLinear
+from sparse_training.masked import SPARSE_FROM
 
 
 def fresh_init(seed, device="cpu", sizes=SIZES):
@@ -31,9 +32,10 @@ def retrain(model, train_data, epochs, lr, batch_size, seed, l1=0.0, weight_deca
     Only the units the masks leave alive train, as the smaller net compact() would make of them: its
     outputs and its weights' gradients are the full net's, as the dead units' outputs are exactly zero,
     but it costs fewer multiplies, the more the fewer units are left. The weights it leaves out stay as they were:
-    each is masked or multiplies a zero. A layer of the smaller net whose mask still prunes most of it, as weight
-    pruning leaves them, trains through sparse_training/masked.py's MaskedLinear, at the cost of the weights it
-    keeps.
+    each is masked or multiplies a zero. A layer of the smaller net whose mask still prunes most of it (SPARSE_FROM),
+    as weight pruning leaves them, trains as a KeptLinear (sparse_training/kept.py), which holds its kept weights
+    alone: its products, its optimizer step and its L1 term cost those, and nothing is held at zero. The others
+    train dense, their pruned weights held at zero after each step.
     """
     rows, columns = live_units([*(layer.weight_mask for layer in model.hidden), model.layers[-1].weight])
     weights = [*(layer.weight_orig for layer in model.hidden), model.layers[-1].weight]  # what training changes
@@ -42,15 +44,20 @@ def retrain(model, train_data, epochs, lr, batch_size, seed, l1=0.0, weight_deca
         for layer, weight, r, c in zip(smaller.layers, weights, rows, columns):
             layer.weight.copy_(weight[r][:, c])
     masks = [layer.weight_mask[r][:, c] for layer, r, c in zip(model.hidden, rows, columns)]
-    mask_hidden(smaller, masks)  # their products over the kept weights only, where the masks prune most
-    zero_pruned = hold_at_zero(smaller.hidden, masks)
+    sparse = [1 - float(mask.mean()) >= SPARSE_FROM for mask in masks]
+    for i, mask in enumerate(masks):
+        if sparse[i]:
+            smaller.layers[i] = KeptLinear.from_dense(smaller.layers[i].weight, mask.bool())
+    zero_pruned = hold_at_zero([smaller.layers[i] for i in range(len(masks)) if not sparse[i]],
+                               [mask for mask, s in zip(masks, sparse) if not s])
     optimizer, scheduler = utils.sgd(smaller, lr, epochs * math.ceil(len(train_data[1]) / batch_size), weight_decay)
     shuffle = torch.Generator().manual_seed(seed)
     for epoch in range(1, epochs + 1):
         utils.train_epoch(smaller, train_data, optimizer, batch_size, shuffle, scheduler, l1,
                           desc=f"retrain {epoch}/{epochs}", after_step=zero_pruned)
     with torch.no_grad():
-        for weight, new, r, c in zip(weights, (layer.weight for layer in smaller.layers), rows, columns):
+        trained = [layer.dense_weight() if isinstance(layer, KeptLinear) else layer.weight for layer in smaller.layers]
+        for weight, new, r, c in zip(weights, trained, rows, columns):
             weight[r[:, None], c] = new
         for layer in model.hidden:  # as torch.nn.utils.prune sets it before a forward, so that it is never stale
             layer.weight = layer.weight_orig * layer.weight_mask

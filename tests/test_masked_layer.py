@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparse_training import masked as masked_layer
+from sparse_training import kept, masked as masked_layer
 from sparse_training.masked import MaskedLinear, SPARSE_FROM
 from model import MLP
 from prune import apply_masks, masks as prune_masks
@@ -106,15 +106,16 @@ def test_a_mask_changed_in_place_takes_effect_at_the_next_call():
 
 @needs_kernel("masked")
 def test_retraining_through_the_kernel_reaches_the_weights_of_dense_products(monkeypatch):
-    """Three epochs of fine-tuning a net pruned to 95 % (every hidden layer through the kernel) against the same with
-    plain layers: the same weights, up to the rounding of sums taken in another order."""
+    """Three epochs of fine-tuning a net pruned to 95 % (every hidden layer a KeptLinear, through the kernel) against
+    the same without the kernel (dense products of the scattered weights): the same weights, up to the rounding of
+    sums taken in another order."""
     torch.manual_seed(0)
     model = MLP()
     images, labels = torch.randn(96, 1, 28, 28), torch.randint(0, 10, (96,))
-    trained, calls, product = [], [], masked_layer.MaskedProduct.apply
-    monkeypatch.setattr(masked_layer.MaskedProduct, "apply", lambda *args: calls.append(1) or product(*args))
-    for kernel in (masked_layer.cpu_masked_kernel(), None):
-        monkeypatch.setattr(masked_layer, "cpu_masked_kernel", lambda: kernel)
+    trained, calls, product = [], [], kept.KeptProduct.apply
+    monkeypatch.setattr(kept.KeptProduct, "apply", lambda *args: calls.append(1) or product(*args))
+    for kernel in (kept.cpu_masked_kernel(), None):
+        monkeypatch.setattr(kept, "cpu_masked_kernel", lambda: kernel)
         pruned = apply_masks(model, prune_masks(model, "weight", 95))
         retrain(pruned, (images, labels), epochs=3, lr=0.05, batch_size=32, seed=0, l1=1e-4)
         trained.append(pruned)
