@@ -36,16 +36,22 @@ SWEPT = [
     ("global + fine-tuning", f"15 + {FINETUNE['epochs']}", "dense/global-finetuned.csv", "accuracy"),
     ("vd (the ELBO), learned ranking", "15", "vd/learned.csv", "accuracy"),
     ("vd, magnitude (weight)", "15", "vd/weight.csv", "accuracy"),
-    ("vd --strength 0.1 (a weaker KL), learned", "15", "vd-strength0.1/learned.csv", "accuracy"),
     ("l0, learned ranking", "15", "l0/learned.csv", "accuracy"),
     ("l0, magnitude (weight)", "15", "l0/weight.csv", "accuracy"),
 ]
 HEADLINE = {"weight, one-shot": "one-shot weight pruning", "weight + fine-tuning": "the same fine-tuned",
             "gmp to each target": "gmp", "vd (the ELBO), learned ranking": "vd",
-            "vd --strength 0.1 (a weaker KL), learned": "vd with a weaker KL", "l0, learned ranking": "l0"}
+            "l0, learned ranking": "l0", "rigl to each target": "rigl", "static to each target": "a random mask held"}
 # (row, the nets' names) of the table of what each method zeroes on its own
-NATURAL = [("vd (the ELBO)", "vd"), ("vd --strength 0.1 (a weaker KL)", "vd-strength0.1"), ("l0", "l0"),
-           ("l0-unit", "l0-unit")]
+NATURAL = [("vd (the ELBO)", "vd"), ("l0", "l0"), ("l0-unit", "l0-unit")]
+# (row, the records' name before the target) of the nets trained to each target: from a dense net, then sparse
+# from the first step
+TRAINED = [("gmp to each target", "gmp"), ("gmp-global to each target", "gmp-global"),
+           ("static (a random mask, held) to each target", "static"), ("snip to each target", "snip"),
+           ("synflow to each target", "synflow"), ("set to each target", "set"), ("rigl to each target", "rigl"),
+           ("rigl, erk, to each target", "rigl-erk")]
+EQUAL_TIME = "rigl-equal-time99"  # RigL at 99 % for as many epochs as the dense recipe's wall time holds
+DENSE_RUN, RIGL_RUN = "python train.py", "python train.py --sparse rigl --target 99"
 STRUCTURED = [
     ("unit, one-shot", "15", "dense/unit-finetuned.csv", "one_shot_accuracy"),
     ("unit + fine-tuning", f"15 + {FINETUNE['epochs']}", "dense/unit-finetuned.csv", "accuracy"),
@@ -106,8 +112,14 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="also write the tables to this Markdown file")
     parser.add_argument("--headline", default=None,
                         help="write the main rows at the two highest sparsities, as a sentence, to this file")
+    parser.add_argument("--equal-time-epochs", action="store_true",
+                        help="only print how many epochs of train.py --sparse rigl --target 99 fit in the dense "
+                             "recipe's median wall time, from <docs>/times/train.csv and sparse.csv")
     args = parser.parse_args(argv)
     runs = args.docs / "sparse" / "runs"
+    if args.equal_time_epochs:
+        print(equal_time_epochs(args.docs))
+        return
     if args.record:
         for checkpoint in args.record:
             record(checkpoint, runs)
@@ -116,10 +128,19 @@ def main(argv=None):
         files.check_outputs(files=[path for path in (args.out, args.headline) if path])
 
     header = ["method", "epochs", *(f"{k:g} %" for k in args.ks)]
-    gmp = [[name, "15", *(cell([c["accuracy"] for c in (load(runs / f"{method}{k:g}-seed{s}.json") for s in SEEDS)
-                                 if c]) for k in args.ks)]
-           for name, method in (("gmp to each target", "gmp"), ("gmp-global to each target", "gmp-global"))]
-    unstructured = [swept_row(*row, args.ks, args.docs) for row in SWEPT[:4]] + gmp + \
+    trained = [[name, "15", *(cell([c["accuracy"] for c in (load(runs / f"{method}{k:g}-seed{s}.json") for s in SEEDS)
+                                     if c]) for k in args.ks)] for name, method in TRAINED]
+    equal = [c for c in (load(runs / f"{EQUAL_TIME}-seed{s}.json") for s in SEEDS) if c]
+    if equal:
+        trained.append(["rigl in the dense recipe's wall time", f"{equal[0]['config']['epochs']}",
+                        *(cell([c["accuracy"] for c in equal]) if k == 99 else "" for k in args.ks)])
+    peer = [c for c in (load(args.docs / "sparse" / "rigl-torch" / f"seed{s}.json") for s in SEEDS) if c]
+    if peer:
+        hidden = statistics.mean(c["hidden_sparsity"] for c in peer)
+        trained.append([f"rigl-torch (its first layer dense: {hidden:.1f} % of the hidden weights pruned)",
+                        f"{peer[0]['config']['epochs']}",
+                        *(cell([c["accuracy"] for c in peer]) if k == 99 else "" for k in args.ks)])
+    unstructured = [swept_row(*row, args.ks, args.docs) for row in SWEPT[:4]] + trained + \
                    [swept_row(*row, args.ks, args.docs) for row in SWEPT[4:]]
     structured = [swept_row(*row, args.ks, args.docs) for row in STRUCTURED]
 
@@ -164,15 +185,39 @@ def headline(rows, ks):
                     for k in ks[-2:][::-1])
 
 
+def times_of(path, name):
+    """{machine: [seconds]} of the runs of command `name` in the times CSV at `path`."""
+    found = {}
+    if path.exists():
+        with open(path, newline="") as f:
+            for command, seconds, machine in csv.reader(f):
+                if command == name:
+                    found.setdefault(machine, []).append(float(seconds))
+    return found
+
+
+def equal_time_epochs(docs, epochs=15):
+    """The epochs of RigL at 99 % that fit in the dense recipe's median wall time, both from the same machine,
+    running as many at a time: its 15-epoch runs' median time scaled, start-up and all, so that it errs short."""
+    dense, rigl = times_of(docs / "times" / "train.csv", DENSE_RUN), times_of(docs / "times" / "sparse.csv", RIGL_RUN)
+    both = [machine for machine in rigl if machine in dense]
+    if not both:
+        raise utils.UserError(f"no machine has times of both `{DENSE_RUN}` ({docs}/times/train.csv) and `{RIGL_RUN}` "
+                              f"({docs}/times/sparse.csv): run make.sh's train and sparse sections on this one")
+    machine = both[-1]
+    return max(epochs, int(epochs * statistics.median(dense[machine]) / statistics.median(rigl[machine])))
+
+
 def wall_times(docs):
     """{machine: rows of the training commands' median wall times (range) on it}, from docs/times/sparse.csv:
     the runs of one queue, under the same load, the dense seeds among them."""
-    runs = {}
+    runs = {machine: {DENSE_RUN: seconds}
+            for machine, seconds in times_of(docs / "times" / "train.csv", DENSE_RUN).items()}
     path = docs / "times" / "sparse.csv"
     if path.exists():
         with open(path, newline="") as f:
             for name, seconds, machine in csv.reader(f):
-                if name.startswith("python train.py"):
+                if name.startswith(("python train.py", "python benchmarks/peer_rigl.py")):
                     runs.setdefault(machine, {}).setdefault(name, []).append(float(seconds))
     return {machine: [[f"`{name}`", f"{statistics.median(s):.0f} s", f"{min(s):.0f}–{max(s):.0f} s", len(s)]
                       for name, s in by_name.items()] for machine, by_name in runs.items()}

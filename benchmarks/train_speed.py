@@ -1,15 +1,19 @@
 """The cost of training to be sparse: a training step of each method of train.py --sparse against the dense
 recipe's, in one process.
 
-Each method trains its own net, set up as train.py sets it up (sparse_training.prepare and .optimizer), on
-the same batches of random images (the cost of a step does not depend on what the pixels are). The methods
-take turns, --steps steps each per round, so that a slow spell of a shared machine hits them alike; each
-round gives each method's time per step over the dense recipe's in that round, and the table shows the
+Each method trains its own net, set up as train.py sets it up (sparse_training.prepare, .optimizer and
+.after_step), on the same batches of random images (the cost of a step does not depend on what the pixels are).
+The methods take turns, --steps steps each per round, so that a slow spell of a shared machine hits them alike;
+each round gives each method's time per step over the dense recipe's in that round, and the table shows the
 median over --rounds rounds (and their range), with the median time per step. Where vd_kernel.c builds, vd
 runs twice: its σ² and KL in C, as train.py takes them, and in torch, as where there is no C compiler; so does
-l0, its gates in C (l0_kernel.c) and in torch. gmp and gmp-global are timed at their target of 95 %, their
-products over the kept weights (sparse_training/masked.py): until their masks prune 75 %, a step costs what a dense one
-does.
+l0, its gates in C (l0_kernel.c) and in torch.
+
+The methods with a --target run at each of --targets. gmp and gmp-global are timed with their masks at the
+target from the first step, as the last 30 % of their run trains: until their masks prune 75 %, a step costs
+what a dense one does. static stands for snip and synflow too: the three hold a mask found at init, and their
+steps are the same. set and rigl move their masks every 100 steps of a schedule that spans the whole timing,
+RigL's dense gradient on those steps included.
 
     python benchmarks/train_speed.py --out docs/train_speed.md
 """
@@ -28,37 +32,38 @@ import results  # noqa: E402
 import sparse_training  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
+from eval import parse_ks  # noqa: E402
 from model import MLP  # noqa: E402
 from sparse_training.l0 import GatedLinear, l0_path  # noqa: E402
 from sparse_training.vd import VariationalLinear, vd_path  # noqa: E402
 from benchmarks.harness import machine  # noqa: E402
 
-TRAINING_IMAGES = 60000  # what the penalties are divided by, as on MNIST
 VD_IN_TORCH = "vd, σ² and KL in torch"
 L0_IN_TORCH = "l0, gates in torch"
-GMP_TARGET = 95
+TIMED = ["gmp", "gmp-global", "static", "set", "rigl"]  # the targeted methods timed: static's step is snip's, synflow's
 
 
-def trainer(method, batch_size, steps, in_c=True):
+def trainer(method, batches, steps, target=None, in_c=True):
     """One training step of `method` as a function of (images, labels), on its own freshly built net; in_c=False
     keeps vd's σ² and KL, or l0's gates, to torch."""
     model = MLP()
-    # gmp on a schedule of one step: its masks at the target from the first step on, so that its rows give the cost
-    # of a step at the target, as the last 30 % of its run trains (sparse_training/masked.py), not of the dense net it starts as
+    # gmp on a schedule of one step: its masks at the target from the first step on (the module's docstring)
     schedule = 1 if method in sparse_training.GMP else steps
-    penalty, after_step = sparse_training.prepare(method, model, schedule, TRAINING_IMAGES, target=GMP_TARGET,
-                                                  strength=sparse_training.DEFAULT_STRENGTH.get(method))
+    images, labels = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    penalty = sparse_training.prepare(method, model, schedule, (images, labels), len(batches[0][1]), target,
+                                      sparse_training.DEFAULT_STRENGTH.get(method))
     for layer in model.hidden:
         if isinstance(layer, (VariationalLinear, GatedLinear)):
             layer.in_c = layer.in_c and in_c  # l0-unit's gates are in torch either way
     optimizer, scheduler = sparse_training.optimizer(method, model, 1e-3 if penalty else 0.05, steps)
+    after_step = sparse_training.after_step(method, model, optimizer, schedule, target)
     model.train()
 
     def step(images, labels):
         loss = F.cross_entropy(model(images), labels) + (penalty() if penalty else 0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if penalty is None:  # the dense recipe's and gmp's L1, as train.py's loop adds it
+        if penalty is None:  # the dense recipe's L1, as train.py's loop adds it, on what the net holds
             for weight in model.hidden.parameters():
                 weight.grad.add_(weight.detach().sign(), alpha=train.L1)
         optimizer.step()
@@ -73,6 +78,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=utils.positive_int, default=128, help="images per step, as train.py's")
     parser.add_argument("--steps", type=utils.positive_int, default=20, help="steps of each method per round")
     parser.add_argument("--rounds", type=utils.positive_int, default=7, help="rounds, the methods taking turns in each")
+    parser.add_argument("--targets", type=parse_ks, default="90,95,99",
+                        help="the sparsities, in percent, of the methods trained to a target")
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
     if args.out:
@@ -80,12 +87,17 @@ def main(argv=None):
 
     torch.manual_seed(0)
     batches = [(torch.randn(args.batch_size, 784), torch.randint(0, 10, (args.batch_size,))) for _ in range(10)]
-    total = args.steps * (args.rounds + 1)  # gmp's masks are recomputed every 100 steps: its schedule spans the run
-    steps = {m: trainer(None if m == "dense" else m, args.batch_size, total) for m in ["dense", *sparse_training.METHODS]}
+    total = args.steps * (args.rounds + 1)  # set's and rigl's masks move every 100 steps: their schedule spans the run
+    steps = {"dense": trainer(None, batches, total)}
+    for method in sparse_training.METHODS:
+        if method in TIMED:
+            steps.update({f"{method} at {target:g} %": trainer(method, batches, total, target) for target in args.targets})
+        elif method not in sparse_training.TARGETED:
+            steps[method] = trainer(method, batches, total)
     if vd_path("cpu")[0] == "vd_kernel.c":
-        steps[VD_IN_TORCH] = trainer("vd", args.batch_size, total, in_c=False)
+        steps[VD_IN_TORCH] = trainer("vd", batches, total, in_c=False)
     if l0_path("cpu")[0] == "l0_kernel.c":
-        steps[L0_IN_TORCH] = trainer("l0", args.batch_size, total, in_c=False)
+        steps[L0_IN_TORCH] = trainer("l0", batches, total, in_c=False)
     methods = list(steps)
     seconds = {m: [] for m in methods}
     for round_ in range(args.rounds + 1):  # the first round warms up, and is not counted
@@ -99,8 +111,7 @@ def main(argv=None):
     rows = []
     for method in methods:
         ratios = [s / d for s, d in zip(seconds[method], seconds["dense"])]
-        name = f"{method} at {GMP_TARGET} %" if method in sparse_training.GMP else method
-        rows.append([name, f"{1000 * statistics.median(seconds[method]):.1f}",
+        rows.append([method, f"{1000 * statistics.median(seconds[method]):.1f}",
                      f"{statistics.median(ratios):.2f}x", f"{min(ratios):.2f}–{max(ratios):.2f}x"])
     threads = torch.get_num_threads()
     text = (f"A training step at batch {args.batch_size}, {machine('cpu')}, {threads} thread{'s' * (threads != 1)}: "

@@ -31,7 +31,7 @@ from speed_tables import (duration, first_batch, speed, speed_batches, speed_eff
 from prune import METHODS  # noqa: E402
 
 SECTIONS = ["choices", "train", "sweeps", "retrain", "lenet", "speed", "rewind", "small-dense", "benchmarks", "sparse",
-            "tests", "readme"]  # make.sh's
+            "sparse-speed", "tests", "readme"]  # make.sh's
 # those that time their commands
 TIMED_SECTIONS = ["choices", "train", "sweeps", "retrain", "lenet", "rewind", "small-dense", "sparse", "tests"]
 BLOCK = re.compile(r"(<!-- generated: ([\w:./@-]+) -->\n).*?(<!-- end -->)", re.S)

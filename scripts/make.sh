@@ -8,7 +8,7 @@
 #     DATASET=fashion-mnist bash scripts/make.sh train sweeps # Fashion-MNIST, some sections (each needs what
 #                                                             # the sections before it trained)
 #
-# Sections: choices train sweeps retrain lenet speed rewind small-dense benchmarks sparse tests readme. Needs the data
+# Sections: choices train sweeps retrain lenet speed rewind small-dense benchmarks sparse sparse-speed tests readme. Needs the data
 # set's four IDX files in DATA_DIR (default data/; as train.py --data-dir finds them: README.md, "Offline").
 # What depends on the data set goes to docs/<data set>/ and checkpoints/<data set>/; the timings of the speed
 # and benchmarks sections, which are the machine's, to docs/. Each command's wall time goes to
@@ -31,7 +31,7 @@ DOCS=docs/$DATASET  # what depends on the data set; the machine's own benchmarks
 CKPT=checkpoints/$DATASET
 SEEDS=($CKPT/seed0.pt $CKPT/seed1.pt $CKPT/seed2.pt)
 SPARSE_KS=90,95,98,99,99.5,99.8
-SECTIONS=(choices train sweeps retrain lenet speed rewind small-dense benchmarks sparse tests readme)
+SECTIONS=(choices train sweeps retrain lenet speed rewind small-dense benchmarks sparse sparse-speed tests readme)
 JOBS=${JOBS:-2}
 if [[ ! $JOBS =~ ^[1-9][0-9]*$ ]]; then
     echo "error: JOBS=$JOBS: give the number of training runs at a time, 1 or more" >&2
@@ -211,29 +211,37 @@ sparse_net() {  # train.py --sparse "$@" to $CKPT/$1.pt, timed under $2, and its
     python benchmarks/sparse.py --record $out --docs $DOCS
 }
 
-sparse() {  # trained to be sparse, against pruning the dense seeds, at sparsities up to 99.8 %
+sparse() {  # trained to be sparse, from a dense net and from the first step, against pruning the dense seeds
     rm -rf $DOCS/sparse  # the records of the nets ($DOCS/sparse/runs/) too: every table is made again
-    # The longest runs first (vd takes about 3.9 times a gmp run, l0 2.7 times: docs/sparse-training.md), so that
-    # none is left to run alone at the end while the other core waits: queued so, two at a time, the runs' median
-    # times in docs/fashion-mnist/times/sparse.csv (Zen 3) end within 2 % of half their sum.
-    for seed in 0 1 2; do
-        for method in vd l0; do
-            queued sparse_net $method-seed$seed "python train.py --sparse $method" $method --seed $seed
-        done
-        # vd with a weaker KL, against the default's ELBO (the paper's)
-        queued sparse_net vd-strength0.1-seed$seed "python train.py --sparse vd --strength 0.1" vd --strength 0.1 \
-            --seed $seed
-    done
+    local seed target method
     for seed in 0 1 2; do
         for target in ${SPARSE_KS//,/ }; do
-            queued sparse_net gmp$target-seed$seed "python train.py --sparse gmp --target $target" gmp \
-                --target $target --seed $seed
+            for method in gmp static snip synflow set rigl; do
+                queued sparse_net $method$target-seed$seed "python train.py --sparse $method --target $target" \
+                    $method --target $target --seed $seed
+            done
         done
-        for target in 99 99.8; do  # the hidden layers ranked together, at the sparsities where per layer falls behind
+        for target in 99 99.8; do  # the layers' shares set by the net (gmp-global) or by ERK, where uniform falls behind
             queued sparse_net gmp-global$target-seed$seed "python train.py --sparse gmp-global --target $target" \
                 gmp-global --target $target --seed $seed
+            queued sparse_net rigl-erk$target-seed$seed \
+                "python train.py --sparse rigl --target $target --distribution erk" rigl --target $target \
+                --distribution erk --seed $seed
         done
-        queued sparse_net l0-unit-seed$seed "python train.py --sparse l0-unit" l0-unit --seed $seed
+    done
+    for seed in 0 1 2; do  # the longest, dense for all or most of their steps
+        for method in vd l0 l0-unit; do
+            queued sparse_net $method-seed$seed "python train.py --sparse $method" $method --seed $seed
+        done
+        queued timed "python benchmarks/peer_rigl.py --target 99" python benchmarks/peer_rigl.py "${DATA[@]}" \
+            --target 99 --seed $seed --out $DOCS/sparse/rigl-torch/seed$seed.json
+    done
+    # RigL at 99 % for as many epochs as fit in the dense recipe's wall time (docs/<data set>/times/train.csv)
+    local epochs
+    epochs=$(python benchmarks/sparse.py --docs $DOCS --equal-time-epochs)
+    for seed in 0 1 2; do
+        queued sparse_net rigl-equal-time99-seed$seed "python train.py --sparse rigl --target 99 --epochs $epochs" \
+            rigl --target 99 --epochs $epochs --seed $seed
     done
     finish
     python benchmarks/sparse.py --record "${SEEDS[@]}" --docs $DOCS  # the dense recipe's accuracy, for the tables
@@ -243,12 +251,16 @@ sparse() {  # trained to be sparse, against pruning the dense seeds, at sparsiti
     timed "python eval.py --sparsity weight,global,unit --retrain finetune (3 dense checkpoints)" python eval.py \
         --sparsity weight,global,unit --retrain finetune --checkpoint "${SEEDS[@]}" --name dense --results-dir $DOCS/sparse \
         --plot $DOCS/sparse/dense.png "${out[@]}"
-    for method in vd vd-strength0.1 l0 l0-unit; do
+    for method in vd l0 l0-unit; do
         python eval.py --sparsity learned,weight --checkpoint $CKPT/$method-seed{0,1,2}.pt \
             --name $method --results-dir $DOCS/sparse --plot $DOCS/sparse/$method.png "${out[@]}"
     done
     python benchmarks/sparse.py --ks $SPARSE_KS --docs $DOCS --out $DOCS/sparse.md --headline $DOCS/sparse_headline.md
+}
+
+sparse-speed() {  # the cost of a training step of each method, and of each layer's products against SparseProp's
     python benchmarks/train_speed.py --out docs/train_speed.md
+    python benchmarks/peer_sparseprop.py --out docs/peer_sparseprop.md
 }
 
 tests() {

@@ -84,7 +84,7 @@ def test_train_gmp_saves_a_plain_checkpoint_at_exactly_the_target(data_dir, tmp_
 
 @pytest.mark.parametrize("flags, words", [
     (["--sparse", "gmp"], "--sparse gmp needs --target"),
-    (["--target", "90"], "--target is gmp's final sparsity: give it with --sparse gmp"),
+    (["--target", "90"], "--target is the final sparsity of a net trained to be sparse: give it with --sparse gmp"),
     (["--sparse", "gmp", "--target", "100"], "expected a percentage from 0 to below 100, got '100'"),
     (["--sparse", "gmp", "--target", "-1"], "expected a percentage from 0 to below 100, got '-1'"),
     (["--sparse", "vd2"], "invalid choice: 'vd2'"),
@@ -191,14 +191,48 @@ def test_the_tables_give_each_training_commands_wall_time_per_machine(tmp_path, 
 def test_the_tables_give_what_each_method_zeroes_on_its_own_over_the_seeds_recorded(tmp_path, capsys):
     sparse_tables = import_script("benchmarks/sparse.py")
     (tmp_path / "sparse" / "runs").mkdir(parents=True)
-    for name, natural in [("vd-seed0", 97.0), ("vd-seed1", 98.0), ("vd-strength0.1-seed0", 99.5)]:
+    for name, natural in [("vd-seed0", 97.0), ("vd-seed1", 98.0), ("l0-unit-seed0", 99.5)]:
         record = {"accuracy": 88.0, "natural_sparsity": natural, "natural_accuracy": 87.0}
         (tmp_path / "sparse" / "runs" / f"{name}.json").write_text(json.dumps(record))
     sparse_tables.main(["--docs", str(tmp_path), "--out", str(tmp_path / "sparse.md")])
     text = (tmp_path / "sparse.md").read_text()
     assert "| vd (the ELBO) | 97.50 ± 0.71 (n=2) | 87.00 ± 0.00 (n=2) | 88.00 ± 0.00 (n=2) |" in text
-    assert "| vd --strength 0.1 (a weaker KL) | 99.50 (n=1) | 87.00 (n=1) | 88.00 (n=1) |" in text
+    assert "| l0-unit | 99.50 (n=1) | 87.00 (n=1) | 88.00 (n=1) |" in text
     assert "| l0 |" not in text  # no record, no row
+
+
+def test_the_tables_give_each_method_trained_to_a_target_the_equal_time_row_and_the_peer(tmp_path, capsys):
+    sparse_tables = import_script("benchmarks/sparse.py")
+    runs = tmp_path / "sparse" / "runs"
+    runs.mkdir(parents=True)
+    for seed, accuracy in enumerate([97.0, 98.0, 99.0]):
+        (runs / f"rigl99-seed{seed}.json").write_text(json.dumps({"accuracy": accuracy}))
+        (runs / f"snip99.8-seed{seed}.json").write_text(json.dumps({"accuracy": accuracy - 10}))
+        (runs / f"rigl-equal-time99-seed{seed}.json").write_text(json.dumps({"accuracy": accuracy + 0.5,
+                                                                             "config": {"epochs": 70}}))
+    (tmp_path / "sparse" / "rigl-torch").mkdir()
+    (tmp_path / "sparse" / "rigl-torch" / "seed0.json").write_text(json.dumps(
+        {"accuracy": 95.0, "hidden_sparsity": 66.1, "config": {"epochs": 15}}))
+    sparse_tables.main(["--docs", str(tmp_path), "--ks", "99,99.8", "--out", str(tmp_path / "sparse.md")])
+    text = (tmp_path / "sparse.md").read_text()
+    assert "| rigl to each target | 15 | 98.00 ± 1.00 | – |" in text
+    assert "| snip to each target | 15 | – | 88.00 ± 1.00 |" in text
+    assert "| set to each target | 15 | – | – |" in text  # no record: a row of dashes, not a missing method
+    assert "| rigl in the dense recipe's wall time | 70 | 98.50 ± 1.00 |  |" in text
+    assert "| rigl-torch (its first layer dense: 66.1 % of the hidden weights pruned) | 15 | 95.00 (n=1) |  |" in text
+
+
+def test_equal_time_epochs_scale_rigls_epochs_to_the_dense_runs_median_on_the_same_machine(tmp_path, capsys):
+    sparse_tables = import_script("benchmarks/sparse.py")
+    (tmp_path / "times").mkdir()
+    (tmp_path / "times" / "train.csv").write_text('python train.py,200.0,CPU A\npython train.py,260.0,CPU A\n'
+                                                   'python train.py,10.0,CPU B\n')
+    assert_fails_cleanly(run_main(sparse_tables.main, ["--docs", tmp_path, "--equal-time-epochs"], capsys),
+                         "no machine has times of both")
+    (tmp_path / "times" / "sparse.csv").write_text('"python train.py --sparse rigl --target 99",30.0,CPU A\n'
+                                                    '"python train.py --sparse rigl --target 99",50.0,CPU A\n')
+    result = run_main(sparse_tables.main, ["--docs", tmp_path, "--equal-time-epochs"], capsys)
+    assert result.returncode == 0 and result.stdout.strip() == str(int(15 * 230 / 40))
 
 
 def test_train_speed_times_a_step_of_every_method_and_writes_its_table(tmp_path, capsys):
@@ -206,12 +240,15 @@ def test_train_speed_times_a_step_of_every_method_and_writes_its_table(tmp_path,
     the unit of the ratios, the table written whole where asked; checked for what it lists, never its timings."""
     train_speed = import_script("benchmarks/train_speed.py")
     out = tmp_path / "steps.md"
-    result = run_main(train_speed.main, ["--rounds", 1, "--steps", 2, "--batch-size", 16, "--out", out], capsys)
+    result = run_main(train_speed.main, ["--rounds", 1, "--steps", 2, "--batch-size", 16, "--targets", "90,99",
+                                         "--out", out], capsys)
     assert result.returncode == 0, result.stderr
     header, _, *rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")]
     in_torch = ([train_speed.VD_IN_TORCH] if vd.vd_path("cpu")[0] == "vd_kernel.c" else []) + \
         ([train_speed.L0_IN_TORCH] if l0.l0_path("cpu")[0] == "l0_kernel.c" else [])
-    named = [f"{m} at {train_speed.GMP_TARGET} %" if m in sparse_training.GMP else m for m in sparse_training.METHODS]
+    named = []
+    for m in sparse_training.METHODS:  # snip and synflow hold a mask as static does: static stands for them
+        named += [f"{m} at {k} %" for k in (90, 99)] if m in train_speed.TIMED else [] if m in ("snip", "synflow") else [m]
     assert [row[0].strip() for row in rows] == ["dense", *named, *in_torch]
     assert rows[0][2].strip() == "1.00x" and all(float(row[1]) > 0 for row in rows)
     assert out.read_text() in result.stdout + "\n"
