@@ -1,5 +1,7 @@
 """Sparse from the first step: the layer that holds only its kept weights, the masks found at init, SET's and RigL's
 moving masks, the layers' shares (uniform, ERK), and train.py --sparse static, snip, synflow, set, rigl."""
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,7 +10,7 @@ import checkpoints
 import sparse_training
 import train
 import utils
-from conftest import assert_fails_cleanly, needs_kernel, run_main
+from conftest import assert_fails_cleanly, import_script, needs_kernel, run_main
 from model import MLP
 from prune import sparsity
 from sparse_training import at_init, distribution, kept, regrow
@@ -251,3 +253,34 @@ def test_an_erk_target_a_layer_cannot_hold_is_trained_with_a_note(data_dir, tmp_
                                    tmp_path / "x.pt", "--logdir", tmp_path / "runs"], capsys)
     assert result.returncode == 0, result.stderr
     assert "note: ERK at 10 % would give hidden layer" in result.stdout and "kept whole" in result.stdout
+
+
+@pytest.mark.parametrize("script, module, words", [
+    ("benchmarks/peer_sparseprop.py", "sparseprop", "SparseProp is not installed"),
+    ("benchmarks/peer_rigl.py", "rigl_torch", "rigl-torch is not installed"),
+])
+def test_a_peer_that_is_not_installed_is_one_line(script, module, words, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, module, None)  # an import of it raises ImportError, as where it is missing
+    if module == "rigl_torch":
+        monkeypatch.setitem(sys.modules, "rigl_torch.RigL", None)
+    result = run_main(import_script(script).main, ["--out", tmp_path / "x.json"], capsys)
+    assert_fails_cleanly(result, words)
+    assert not any(tmp_path.iterdir())
+
+
+@needs_kernel("masked")
+def test_the_sparseprop_comparison_checks_both_sides_against_dense_and_tables_every_layer(tmp_path, capsys):
+    pytest.importorskip("sparseprop")
+    peer = import_script("benchmarks/peer_sparseprop.py")
+    rows = peer.measure([95], batch=16, rounds=1)
+    assert [row["layer"] for row in rows] == ["784→1000", "1000→1000", "1000→500", "500→200"]
+    assert all(len(row[side]) == 1 and row[side][0] > 0 for row in rows for side in ("dense", "this repo", "SparseProp"))
+    text = peer.table({1: rows}, 16)
+    assert text.count("| 95 % | 1 |") == 4
+
+
+def test_the_sparseprop_comparison_refuses_a_side_that_differs_from_dense():
+    peer = import_script("benchmarks/peer_sparseprop.py")
+    layers = {"dense": torch.nn.Linear(4, 3, bias=False), "this repo": torch.nn.Linear(4, 3, bias=False)}
+    with pytest.raises(utils.UserError, match="this repo's products differ from the dense ones"):
+        peer.check(layers, torch.randn(2, 4), torch.randn(2, 3))
