@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from csrc import check
-from sparse_training.masked import Lists, cpu_masked_kernel, run
+from sparse_training.masked import Lists, MaskedProduct, cpu_masked_kernel
 
 
 def kept_lists(positions, shape):
@@ -34,37 +34,6 @@ def kept_lists(positions, shape):
     by_column_start[1:] = torch.bincount(column, minlength=columns).cumsum(0)
     by_column = Lists(by_column_start, row[order].int(), order.int(), shape, True, (n,))
     return by_row, by_column
-
-
-class KeptProduct(torch.autograd.Function):
-    """x W^T from the kept weights alone, and its gradients: of x, and of the kept weights (a vector like them).
-    Where layer.want_dense_gradient is set, the backward also leaves the dense gradient of W in
-    layer.dense_gradient: RigL's growth criterion, on the steps it updates the mask."""
-
-    @staticmethod
-    def forward(ctx, x, values, by_row, by_column, kernel, layer):
-        h = x.T.contiguous()  # the kernel is feature-major: [features][batch]
-        out = torch.empty(by_row.shape[0], h.shape[1], dtype=torch.float32)
-        run(kernel.masked_product, by_row, values, h, out)
-        ctx.save_for_backward(h, values)
-        ctx.lists, ctx.kernel, ctx.layer = (by_row, by_column), kernel, layer
-        return out.T
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        h, values = ctx.saved_tensors
-        (by_row, by_column), kernel = ctx.lists, ctx.kernel
-        g = grad_out.T.contiguous()
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_h = torch.empty(by_row.shape[1], g.shape[1], dtype=torch.float32)
-            run(kernel.masked_product, by_column, values, g, grad_h)
-            grad_x = grad_h.T
-        grad_values = torch.empty_like(values)  # every element written: 0 columns of a dense row to clear
-        run(kernel.masked_gradient, by_row, g, h, grad_values, 0)
-        if ctx.layer.want_dense_gradient:
-            ctx.layer.dense_gradient = g @ h.T
-        return grad_x, grad_values, None, None, None, None
 
 
 class KeptLinear(nn.Module):
@@ -94,7 +63,7 @@ class KeptLinear(nn.Module):
             if self.want_dense_gradient and weight.requires_grad:
                 weight.register_hook(lambda grad: setattr(self, "dense_gradient", grad))
             return F.linear(x, weight)
-        return KeptProduct.apply(x, self.values, *self.lists, kernel, self)
+        return MaskedProduct.apply(x, self.values, *self.lists, kernel, self)
 
     def dense_weight(self):
         """W [out, in]: the kept weights in place, zeros elsewhere (differentiable in the kept ones)."""

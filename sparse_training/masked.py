@@ -67,15 +67,18 @@ def run(function, lists, a, b, out, *more):
 class MaskedProduct(torch.autograd.Function):
     """x W^T over the nonzeros of W's mask, given by row and by column (nonzero_lists), and its gradients: the
     kernel works on x^T, so the output is the transpose of a [out][batch] tensor, and its transpose, the next
-    layer's input after ReLU (which keeps the layout), is there without a copy."""
+    layer's input after ReLU (which keeps the layout), is there without a copy. `weight` is the dense W, or the
+    vector of its kept weights where the lists point into one (kept.py's layer): its gradient is shaped alike.
+    Where layer.want_dense_gradient is set, the backward also leaves the dense gradient of W in
+    layer.dense_gradient: RigL's growth criterion, on the steps it moves the mask."""
 
     @staticmethod
-    def forward(ctx, x, weight, by_row, by_column, kernel):
+    def forward(ctx, x, weight, by_row, by_column, kernel, layer=None):
         h = x.T.contiguous()
-        out = torch.empty(weight.shape[0], h.shape[1], dtype=torch.float32)
+        out = torch.empty(by_row.shape[0], h.shape[1], dtype=torch.float32)
         run(kernel.masked_product, by_row, weight, h, out)
         ctx.save_for_backward(h, weight)
-        ctx.lists, ctx.kernel = (by_row, by_column), kernel
+        ctx.lists, ctx.kernel, ctx.layer = (by_row, by_column), kernel, layer
         return out.T
 
     @staticmethod
@@ -85,12 +88,15 @@ class MaskedProduct(torch.autograd.Function):
         g = grad_out.T.contiguous()
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_h = torch.empty(weight.shape[1], g.shape[1], dtype=torch.float32)
+            grad_h = torch.empty(by_row.shape[1], g.shape[1], dtype=torch.float32)
             run(kernel.masked_product, by_column, weight, g, grad_h)
             grad_x = grad_h.T
-        grad_weight = torch.empty_like(weight)  # the kernel writes every element: 0 where pruned
-        run(kernel.masked_gradient, by_row, g, h, grad_weight, weight.shape[1])
-        return grad_x, grad_weight, None, None, None
+        # The kernel writes every kept element, and clears a dense W's rows of the rest; a vector has no rest.
+        grad_weight = torch.empty_like(weight)
+        run(kernel.masked_gradient, by_row, g, h, grad_weight, 0 if by_row.weights else by_row.shape[1])
+        if ctx.layer is not None and ctx.layer.want_dense_gradient:
+            ctx.layer.dense_gradient = g @ h.T
+        return grad_x, grad_weight, None, None, None, None
 
 
 class MaskedLinear(nn.Module):

@@ -112,8 +112,8 @@ def test_retraining_through_the_kernel_reaches_the_weights_of_dense_products(mon
     torch.manual_seed(0)
     model = MLP()
     images, labels = torch.randn(96, 1, 28, 28), torch.randint(0, 10, (96,))
-    trained, calls, product = [], [], kept.KeptProduct.apply
-    monkeypatch.setattr(kept.KeptProduct, "apply", lambda *args: calls.append(1) or product(*args))
+    trained, calls, product = [], [], masked_layer.MaskedProduct.apply
+    monkeypatch.setattr(masked_layer.MaskedProduct, "apply", lambda *args: calls.append(1) or product(*args))
     for kernel in (kept.cpu_masked_kernel(), None):
         monkeypatch.setattr(kept, "cpu_masked_kernel", lambda: kernel)
         pruned = apply_masks(model, prune_masks(model, "weight", 95))
