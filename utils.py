@@ -154,8 +154,7 @@ def train_epoch(model, data, optimizer, batch_size, generator, scheduler=None, l
     model.train()
     order = torch.randperm(len(labels), generator=generator).to(images.device)
     total_loss = torch.zeros((), device=images.device)
-    hidden = list(model.hidden.parameters())
-    signs = [torch.empty_like(weight) for weight in hidden] if l1 else []
+    signs = {}  # by parameter, read at each step: gmp swaps its layers' parameters once its masks are final
     # disable=None: a bar on a terminal, silence in logs and CI.
     for start in tqdm(range(0, len(labels), batch_size), desc=desc, unit="batch", leave=False, disable=None):
         batch = order[start:start + batch_size]
@@ -164,7 +163,10 @@ def train_epoch(model, data, optimizer, batch_size, generator, scheduler=None, l
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if l1:
-            for weight, sign in zip(hidden, signs):  # weight_orig once a layer is pruned
+            for weight in model.hidden.parameters():  # weight_orig once a layer is pruned
+                sign = signs.get(weight)
+                if sign is None:
+                    sign = signs[weight] = torch.empty_like(weight)
                 weight.grad.add_(torch.sign(weight.detach(), out=sign), alpha=l1)
         optimizer.step()
         if scheduler is not None:

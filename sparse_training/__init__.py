@@ -79,7 +79,7 @@ def after_step(method, model, optimizer, steps, target=None, distribution="unifo
     if method in GMP:
         erk = method == "gmp" and distribution == "erk"
         shares = layer_shares(kept_counts(shapes(model), target, distribution)[0], model) if erk else None
-        return gradual_magnitude_pruning(model, target, steps, rule=GMP[method], shares=shares)
+        return gradual_magnitude_pruning(model, target, steps, rule=GMP[method], shares=shares, optimizer=optimizer)
     if method in GROWTH:
         return regrowth(model, optimizer, steps, GROWTH[method])
     return None
@@ -108,7 +108,7 @@ def finish(model):
     if any(isinstance(layer, MaskedLinear) for layer in model.hidden):  # gmp: its weights are zero where pruned
         unmask_hidden(model)
         return None, natural
-    if any(isinstance(layer, KeptLinear) for layer in model.hidden):
+    if any(isinstance(layer, KeptLinear) for layer in model.hidden):  # sparse from the first step, and gmp at the end
         unkeep_hidden(model)
         return None, natural
     scores = []

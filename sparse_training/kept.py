@@ -101,3 +101,19 @@ def unkeep_hidden(model):
         with torch.no_grad():
             plain.weight.copy_(layer.dense_weight())
         model.layers[i] = plain
+
+
+@torch.no_grad()
+def keep_trained(model, masks, optimizer):
+    """keep_hidden() in the middle of training by `optimizer`: each layer's kept weights take the dense weight's
+    place in its parameter group, with its state (momentum, Adam's moments) where they are kept."""
+    for i, mask in enumerate(masks):
+        dense = model.layers[i].weight
+        layer = KeptLinear.from_dense(dense, mask.bool())
+        for group in optimizer.param_groups:
+            group["params"] = [layer.values if p is dense else p for p in group["params"]]
+        state = optimizer.state.pop(dense, {})
+        optimizer.state[layer.values] = {key: value.flatten()[layer.positions].clone() if
+                                         isinstance(value, torch.Tensor) and value.shape == dense.shape else value
+                                         for key, value in state.items()}
+        model.layers[i] = layer

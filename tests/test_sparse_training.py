@@ -51,6 +51,28 @@ def test_gmp_masks_follow_the_schedule_at_every_step_and_end_exactly_at_the_targ
     assert sparsity(model)["sparsity"] == pytest.approx(95, abs=1e-9)
 
 
+def test_gmp_trains_its_last_steps_on_kept_layers_to_the_weights_of_masked_ones():
+    """Given its optimizer, gmp swaps its masked layers for KeptLinear ones once the masks are final, the optimizer's
+    momentum carried over: the net trains on to the same weights, up to the rounding of sums in another order."""
+    images, labels = torch.randn(64, 784), torch.randint(0, 10, (64,))
+    trained = []
+    for swap in (True, False):
+        torch.manual_seed(0)
+        model, steps = MLP(), 40  # 10 epochs of 4 steps; the masks final at step 30, 10 steps before the end
+        optimizer, scheduler = utils.sgd(model, 0.05, steps)
+        after_step = gmp.gradual_magnitude_pruning(model, 95, steps, every=5, optimizer=optimizer if swap else None)
+        shuffle = torch.Generator().manual_seed(0)
+        for _ in range(10):
+            utils.train_epoch(model, (images, labels), optimizer, 16, shuffle, scheduler, 1e-4, after_step=after_step)
+        kinds = {type(layer).__name__ for layer in model.hidden}
+        assert kinds == ({"KeptLinear"} if swap else {"MaskedLinear"})
+        sparse_training.finish(model)
+        trained.append(model)
+    for a, b in zip(trained[0].layers, trained[1].layers):
+        torch.testing.assert_close(a.weight, b.weight, rtol=1e-4, atol=1e-6)
+    assert sparsity(trained[0])["sparsity"] == pytest.approx(95, abs=1e-9)
+
+
 def test_gmp_global_counts_the_hidden_layers_together_and_ends_exactly_at_the_target():
     model, steps, every = MLP(), 300, 100
     after_step = gmp.gradual_magnitude_pruning(model, 99, steps, every, sparse_training.GMP["gmp-global"])
