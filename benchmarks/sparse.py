@@ -1,14 +1,16 @@
 """Nets trained to be sparse against pruning a dense net, at sparsities up to 99.8 %: the tables of docs/sparse.md.
 
 Reads what scripts/make.sh's sparse section made: the record of each trained net in docs/sparse/runs/ (train.py
---sparse gmp, one per target, vd, l0 and l0-unit for each seed, and the dense seeds: each checkpoint's
-numbers and config without its weights, written by --record), and eval.py's sweeps of them and of the dense
-seeds in docs/sparse/. Every accuracy is the mean ± standard deviation over the seeds found (their number is
-given where it is not 3); a sparsity is the share of the hidden layers' weights that are zero. Writes one
-Markdown file, also printed.
+--sparse gmp, gmp-global, static, snip, synflow, set, rigl and rigl with ERK, one per target; vd, l0 and l0-unit;
+RigL at 99 % in the dense recipe's wall time, for each seed; and the dense seeds: each checkpoint's numbers and
+config without its weights, written by --record), rigl-torch's records (benchmarks/peer_rigl.py) in
+docs/sparse/rigl-torch/, and eval.py's sweeps of the dense seeds and of vd and l0 in docs/sparse/. Every accuracy is
+the mean ± standard deviation over the seeds found (their number is given where it is not 3); a sparsity is the
+share of the hidden layers' weights that are zero. Writes one Markdown file, also printed.
 
     python benchmarks/sparse.py --record checkpoints/vd-seed0.pt      # after each training run
     python benchmarks/sparse.py --ks 90,95,98,99,99.5,99.8 --out docs/sparse.md
+    python benchmarks/sparse.py --equal-time-epochs                   # RigL's epochs in a dense run's time
 """
 import argparse
 import csv
