@@ -43,7 +43,8 @@ SWEPT = [
 ]
 HEADLINE = {"weight, one-shot": "one-shot weight pruning", "weight + fine-tuning": "the same fine-tuned",
             "gmp to each target": "gmp", "vd (the ELBO), learned ranking": "vd",
-            "l0, learned ranking": "l0", "rigl to each target": "rigl", "static to each target": "a random mask held"}
+            "l0, learned ranking": "l0", "static (a random mask, held) to each target": "a random mask held",
+            "rigl to each target": "rigl"}
 # (row, the nets' names) of the table of what each method zeroes on its own
 NATURAL = [("vd (the ELBO)", "vd"), ("l0", "l0"), ("l0-unit", "l0-unit")]
 # (row, the records' name before the target) of the nets trained to each target: from a dense net, then sparse

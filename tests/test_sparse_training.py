@@ -235,8 +235,12 @@ def test_the_tables_give_each_method_trained_to_a_target_the_equal_time_row_and_
     (tmp_path / "sparse" / "rigl-torch").mkdir()
     (tmp_path / "sparse" / "rigl-torch" / "seed0.json").write_text(json.dumps(
         {"accuracy": 95.0, "hidden_sparsity": 66.1, "config": {"epochs": 15}}))
-    sparse_tables.main(["--docs", str(tmp_path), "--ks", "99,99.8", "--out", str(tmp_path / "sparse.md")])
+    sparse_tables.main(["--docs", str(tmp_path), "--ks", "99,99.8", "--out", str(tmp_path / "sparse.md"),
+                        "--headline", str(tmp_path / "headline.md")])
     text = (tmp_path / "sparse.md").read_text()
+    headline = (tmp_path / "headline.md").read_text()
+    assert "with 99 % of the hidden weights pruned:" in headline and "; rigl 98.00 ± 1.00." in headline
+    assert "a random mask held –; rigl –." in headline  # 99.8 %: no rigl record there
     assert "| rigl to each target | 15 | 98.00 ± 1.00 | – |" in text
     assert "| snip to each target | 15 | – | 88.00 ± 1.00 |" in text
     assert "| set to each target | 15 | – | – |" in text  # no record: a row of dashes, not a missing method
