@@ -1,5 +1,6 @@
 """A hidden layer that holds only the weights it keeps: the layer of the methods that train sparse from the first
-step (static, snip, synflow, set, rigl). Its parameter is the vector of kept weights, in row-major order of their
+step (static, snip, synflow, set, rigl), of gmp once its masks are final, and of retraining a pruned net. Its
+parameter is the vector of kept weights, in row-major order of their
 positions in the dense W, so that the optimizer, the L1 term and weight decay pass over the nonzeros alone, and
 nothing needs holding at zero: a pruned weight does not exist. Its three products run in masked_kernel.c over
 the same lists of nonzeros as masked.py's layer, pointing into the vector instead of the dense W, so a step
