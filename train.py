@@ -127,7 +127,9 @@ def recipe(config):
     """What makes two checkpoints the same recipe, as far as replacing one by the other goes."""
     return {"sparse": config.get("sparse"), "target": config.get("target"), "dataset": config.get("dataset", "mnist"),
             "hidden": list(config.get("hidden", HIDDEN)), "validation": config.get("validation", 0),
-            "distribution": config.get("distribution")}
+            # a checkpoint from before --distribution was trained uniform
+            "distribution": config.get("distribution", "uniform" if config.get("sparse") in sparse_training.DISTRIBUTED
+                                       else None)}
 
 
 def check_replacing(args):

@@ -172,7 +172,9 @@ def train_here(data_dir, capsys, *flags):
 
 @pytest.mark.parametrize("flags, name", [([], "model.pt"), (["--sparse", "gmp", "--target", "99"], "gmp-99.pt"),
                                          (["--sparse", "gmp-global", "--target", "99.8"], "gmp-global-99.8.pt"),
-                                         (["--sparse", "vd"], "vd.pt"), (["--sparse", "l0-unit"], "l0-unit.pt")])
+                                         (["--sparse", "vd"], "vd.pt"), (["--sparse", "l0-unit"], "l0-unit.pt"),
+                                         (["--sparse", "rigl", "--target", "99"], "rigl-99.pt"),
+                                         (["--sparse", "set", "--target", "99", "--distribution", "erk"], "set-99-erk.pt")])
 def test_the_default_out_names_the_recipe(flags, name):
     assert train.parse_args(flags).out == name
 
@@ -212,6 +214,14 @@ def test_a_rerun_of_the_same_recipe_replaces_its_checkpoint(tmp_path, data_dir, 
     before = (tmp_path / "model.pt").read_bytes()
     assert train_here(data_dir, capsys, "--seed", 2).returncode == 0
     assert (tmp_path / "model.pt").read_bytes() != before
+
+
+def test_a_checkpoint_from_before_distributions_is_the_uniform_recipe_and_erk_another():
+    old = {"sparse": "gmp", "target": 99.0}  # a config saved before --distribution existed
+    assert train.recipe(old) == train.recipe(vars(train.parse_args(["--sparse", "gmp", "--target", "99"])))
+    assert train.recipe(old) != train.recipe(vars(train.parse_args(["--sparse", "gmp", "--target", "99",
+                                                                     "--distribution", "erk"])))
+    assert train.recipe({"sparse": "vd"}) == train.recipe(vars(train.parse_args(["--sparse", "vd"])))
 
 
 def test_a_file_that_is_not_a_checkpoint_is_replaced_only_with_overwrite(tmp_path, data_dir, capsys, monkeypatch):
