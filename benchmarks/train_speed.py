@@ -76,7 +76,9 @@ def trainer(method, batches, steps, target=None, in_c=True):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--batch-size", type=utils.positive_int, default=128, help="images per step, as train.py's")
-    parser.add_argument("--steps", type=utils.positive_int, default=20, help="steps of each method per round")
+    # 50: a sparse step takes a few ms, and the first steps of a turn, their data not yet in the caches, would weigh
+    # in 20 more than they do in a run
+    parser.add_argument("--steps", type=utils.positive_int, default=50, help="steps of each method per round")
     parser.add_argument("--rounds", type=utils.positive_int, default=7, help="rounds, the methods taking turns in each")
     parser.add_argument("--targets", type=parse_ks, default="90,95,99",
                         help="the sparsities, in percent, of the methods trained to a target")
