@@ -9,7 +9,12 @@ stays dense, as in train.py; given the net, it prunes the logits to the target t
 99 %). Its only distribution, 'uniform', keeps the first layer dense where train.py prunes it: the record gives
 each layer's sparsity, and the hidden layers' together.
 
+rigl-torch leaves the init to the net: with torch's dense one, each layer at 99 % shrinks the signal about
+tenfold. --init sparse-fan-in scales each kept weight as train.py's methods sparse from the first step start
+(sparse_training/at_init.py), after rigl-torch draws its masks, so that the two differ in the scheduler alone.
+
     python benchmarks/peer_rigl.py --target 99 --seed 0 --out docs/mnist/sparse/rigl-torch/seed0.json
+    python benchmarks/peer_rigl.py --init sparse-fan-in --target 99 --seed 0 --out rigl-torch-fan-in/seed0.json
 """
 import argparse
 import json
@@ -28,6 +33,7 @@ import files  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
 from model import MLP  # noqa: E402
+from sparse_training.at_init import sparse_fan_in  # noqa: E402
 from sparse_training.regrow import REGROW_ALPHA, REGROW_END, REGROW_EVERY  # noqa: E402
 
 
@@ -38,6 +44,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=utils.positive_int, default=15, help="as train.py's")
     parser.add_argument("--batch-size", type=utils.positive_int, default=128, help="as train.py's")
     parser.add_argument("--lr", type=utils.positive_float, default=0.05, help="as train.py's SGD")
+    parser.add_argument("--init", choices=["dense", "sparse-fan-in"], default="dense",
+                        help="torch's dense init, as rigl-torch leaves it, or the kept weights scaled by each unit's "
+                             "sparse fan-in, as train.py's methods sparse from the first step start")
     data.add_data_arguments(parser)
     parser.add_argument("--out", required=True, help="the JSON record to write")
     args = parser.parse_args(argv)
@@ -59,6 +68,9 @@ def main(argv=None):
     optimizer, scheduler = utils.sgd(model, args.lr, steps)
     rigl = RigLScheduler(model.hidden, optimizer, dense_allocation=1 - args.target / 100, T_end=int(REGROW_END * steps),
                          delta=REGROW_EVERY, alpha=REGROW_ALPHA, ignore_linear_layers=False)
+    if args.init == "sparse-fan-in":  # rigl-torch's masks, None for a layer it keeps dense
+        sparse_fan_in(model, [torch.ones_like(w, dtype=torch.bool) if m is None else m.bool()
+                              for w, m in zip(rigl.W, rigl.backward_masks)])
     shuffle = torch.Generator().manual_seed(args.seed)
     hidden = list(model.hidden.parameters())
     for epoch in range(1, args.epochs + 1):

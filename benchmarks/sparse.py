@@ -4,7 +4,7 @@ Reads what scripts/make.sh's sparse section made: the record of each trained net
 --sparse gmp, gmp-global, static, snip, synflow, set, rigl and rigl with ERK, one per target; vd, l0 and l0-unit;
 RigL at 99 % in the dense recipe's wall time, for each seed; and the dense seeds: each checkpoint's numbers and
 config without its weights, written by --record), rigl-torch's records (benchmarks/peer_rigl.py) in
-docs/sparse/rigl-torch/, and eval.py's sweeps of the dense seeds and of vd and l0 in docs/sparse/. Every accuracy is
+docs/sparse/rigl-torch/ (torch's dense init) and rigl-torch-fan-in/ (--init sparse-fan-in), and eval.py's sweeps of the dense seeds and of vd and l0 in docs/sparse/. Every accuracy is
 the mean ± standard deviation over the seeds found (their number is given where it is not 3); a sparsity is the
 share of the hidden layers' weights that are zero. Writes one Markdown file, also printed.
 
@@ -137,12 +137,13 @@ def main(argv=None):
     if equal:
         trained.append(["rigl in the dense recipe's wall time", f"{equal[0]['config']['epochs']}",
                         *(cell([c["accuracy"] for c in equal]) if k == 99 else "" for k in args.ks)])
-    peer = [c for c in (load(args.docs / "sparse" / "rigl-torch" / f"seed{s}.json") for s in SEEDS) if c]
-    if peer:
-        hidden = statistics.mean(c["hidden_sparsity"] for c in peer)
-        trained.append([f"rigl-torch (its first layer dense: {hidden:.1f} % of the hidden weights pruned)",
-                        f"{peer[0]['config']['epochs']}",
-                        *(cell([c["accuracy"] for c in peer]) if k == 99 else "" for k in args.ks)])
+    for folder, init in (("rigl-torch", "torch's dense init"), ("rigl-torch-fan-in", "the sparse fan-in init")):
+        peer = [c for c in (load(args.docs / "sparse" / folder / f"seed{s}.json") for s in SEEDS) if c]
+        if peer:
+            hidden = statistics.mean(c["hidden_sparsity"] for c in peer)
+            trained.append([f"rigl-torch, {init} (its first layer dense: {hidden:.1f} % of the hidden weights pruned)",
+                            f"{peer[0]['config']['epochs']}",
+                            *(cell([c["accuracy"] for c in peer]) if k == 99 else "" for k in args.ks)])
     unstructured = [swept_row(*row, args.ks, args.docs) for row in SWEPT[:4]] + trained + \
                    [swept_row(*row, args.ks, args.docs) for row in SWEPT[4:]]
     structured = [swept_row(*row, args.ks, args.docs) for row in STRUCTURED]

@@ -235,6 +235,8 @@ sparse() {  # trained to be sparse, from a dense net and from the first step, ag
         done
         queued timed "python benchmarks/peer_rigl.py --target 99" python benchmarks/peer_rigl.py "${DATA[@]}" \
             --target 99 --seed $seed --out $DOCS/sparse/rigl-torch/seed$seed.json
+        queued timed "python benchmarks/peer_rigl.py --init sparse-fan-in --target 99" python benchmarks/peer_rigl.py \
+            "${DATA[@]}" --init sparse-fan-in --target 99 --seed $seed --out $DOCS/sparse/rigl-torch-fan-in/seed$seed.json
     done
     # RigL at 99 % for as many epochs as fit in the dense recipe's wall time (docs/<data set>/times/train.csv)
     local epochs

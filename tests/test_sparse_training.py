@@ -245,7 +245,9 @@ def test_the_tables_give_each_method_trained_to_a_target_the_equal_time_row_and_
     assert "| snip to each target | 15 | – | 88.00 ± 1.00 |" in text
     assert "| set to each target | 15 | – | – |" in text  # no record: a row of dashes, not a missing method
     assert "| rigl in the dense recipe's wall time | 70 | 98.50 ± 1.00 |  |" in text
-    assert "| rigl-torch (its first layer dense: 66.1 % of the hidden weights pruned) | 15 | 95.00 (n=1) |  |" in text
+    assert ("| rigl-torch, torch's dense init (its first layer dense: 66.1 % of the hidden weights pruned) | 15 | "
+            "95.00 (n=1) |  |") in text
+    assert "rigl-torch, the sparse fan-in init" not in text  # no record, no row
 
 
 def test_equal_time_epochs_scale_rigls_epochs_to_the_dense_runs_median_on_the_same_machine(tmp_path, capsys):
