@@ -3,7 +3,8 @@ recipe's, in one process.
 
 Each method trains its own net, set up as train.py sets it up (sparse_training.prepare, .optimizer and
 .after_step), on the same batches of random images (the cost of a step does not depend on what the pixels are).
-The methods take turns, --steps steps each per round, so that a slow spell of a shared machine hits them alike;
+The methods take turns, --steps steps each per round, in an order drawn anew each round, so that a slow spell of a
+shared machine, or the cold caches after another method, hit them alike;
 each round gives each method's time per step over the dense recipe's in that round, and the table shows the
 median over --rounds rounds (and their range), with the median time per step. Where vd_kernel.c builds, vd
 runs twice: its σ² and KL in C, as train.py takes them, and in torch, as where there is no C compiler; so does
@@ -18,6 +19,7 @@ RigL's dense gradient on those steps included.
     python benchmarks/train_speed.py --out docs/train_speed.md
 """
 import argparse
+import random
 import statistics
 import sys
 import time
@@ -76,10 +78,8 @@ def trainer(method, batches, steps, target=None, in_c=True):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--batch-size", type=utils.positive_int, default=128, help="images per step, as train.py's")
-    # 50: a sparse step takes a few ms, and the first steps of a turn, their data not yet in the caches, would weigh
-    # in 20 more than they do in a run
     parser.add_argument("--steps", type=utils.positive_int, default=50, help="steps of each method per round")
-    parser.add_argument("--rounds", type=utils.positive_int, default=7, help="rounds, the methods taking turns in each")
+    parser.add_argument("--rounds", type=utils.positive_int, default=9, help="rounds, the methods taking turns in each")
     parser.add_argument("--targets", type=parse_ks, default="90,95,99",
                         help="the sparsities, in percent, of the methods trained to a target")
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
@@ -102,8 +102,13 @@ def main(argv=None):
         steps[L0_IN_TORCH] = trainer("l0", batches, total, in_c=False)
     methods = list(steps)
     seconds = {m: [] for m in methods}
+    order = random.Random(0)
     for round_ in range(args.rounds + 1):  # the first round warms up, and is not counted
-        for method in methods:
+        # in an order drawn anew each round: a method's first steps after another's (vd's, say, which fills the
+        # caches with its 2.4 M variances) run slower, and a fixed order would give the same methods that penalty
+        # in every round (python benchmarks/train_speed.py gave gmp 0.31x and static 0.44x at 90 % in a fixed
+        # order, where alone, in one process, the two steps took 4.3 ms each)
+        for method in order.sample(methods, len(methods)):
             start = time.perf_counter()
             for i in range(args.steps):
                 steps[method](*batches[i % len(batches)])
