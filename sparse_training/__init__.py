@@ -41,7 +41,7 @@ KERNEL_PATHS = {"vd": vd_path, "l0": l0_path}  # where the methods with a C kern
 
 def optimizer(method, model, lr, steps, weight_decay=0.0):
     """(optimizer, scheduler) for `method`: Adam for vd and l0, as their papers train, l0's gates at L0_GATE_LR
-    times `lr`; SGD with Nesterov momentum for gmp and the dense recipe (None); both annealed on a cosine."""
+    times `lr`; SGD with Nesterov momentum for the others and the dense recipe (None); both annealed on a cosine."""
     if method not in DEFAULT_STRENGTH:
         return utils.sgd(model, lr, steps, weight_decay)
     gates = [layer.log_alpha for layer in model.hidden if isinstance(layer, GatedLinear)]
@@ -56,9 +56,9 @@ def shapes(model):
 
 
 def prepare(method, model, steps, train_data, batch_size, target=None, strength=None, distribution="uniform"):
-    """Set `model` up to train by `method` for `steps` steps of `batch_size` on train_data = (images, labels); return the term to add to each
-    step's loss, or None where the method has none (as the dense recipe has none). The methods sparse from the
-    first step find their masks here and keep only those weights, from then on."""
+    """Set `model` up to train by `method` for `steps` steps of `batch_size` on train_data = (images, labels);
+    return the term to add to each step's loss, or None where the method has none (as the dense recipe has none).
+    The methods sparse from the first step find their masks here and keep only those weights, from then on."""
     images, labels = train_data
     if method == "vd":
         return variational_dropout(model, steps, len(labels), strength)
