@@ -11,7 +11,7 @@ from fastpath.compact import live_units
 from model import MLP, SIZES, sizes_of
 from prune import hold_at_zero
 from sparse_training.kept import KeptLinear
-from sparse_training.masked import SPARSE_FROM
+from sparse_training.masked import prunes_most
 
 
 def fresh_init(seed, device="cpu", sizes=SIZES):
@@ -44,12 +44,13 @@ def retrain(model, train_data, epochs, lr, batch_size, seed, l1=0.0, weight_deca
         for layer, weight, r, c in zip(smaller.layers, weights, rows, columns):
             layer.weight.copy_(weight[r][:, c])
     masks = [layer.weight_mask[r][:, c] for layer, r, c in zip(model.hidden, rows, columns)]
-    sparse = [1 - float(mask.mean()) >= SPARSE_FROM for mask in masks]
+    held = []  # (layer, mask) of the layers that train dense, their pruned weights held at zero
     for i, mask in enumerate(masks):
-        if sparse[i]:
+        if prunes_most(mask):
             smaller.layers[i] = KeptLinear.from_dense(smaller.layers[i].weight, mask.bool())
-    zero_pruned = hold_at_zero([smaller.layers[i] for i in range(len(masks)) if not sparse[i]],
-                               [mask for mask, s in zip(masks, sparse) if not s])
+        else:
+            held.append((smaller.layers[i], mask))
+    zero_pruned = hold_at_zero([layer for layer, _ in held], [mask for _, mask in held])
     optimizer, scheduler = utils.sgd(smaller, lr, epochs * math.ceil(len(train_data[1]) / batch_size), weight_decay)
     shuffle = torch.Generator().manual_seed(seed)
     for epoch in range(1, epochs + 1):

@@ -11,7 +11,7 @@ import torch
 
 from prune import global_magnitude, hold_at_zero, per_layer, weight_mask
 from sparse_training.kept import keep_trained
-from sparse_training.masked import SPARSE_FROM, mask_hidden
+from sparse_training.masked import mask_hidden, prunes_most
 
 GMP_START, GMP_END, GMP_EVERY = 0.1, 0.7, 100  # shares of the training steps, and Δt in steps
 RULES = {"gmp": per_layer(weight_mask), "gmp-global": global_magnitude}  # each layer to the target, or all together
@@ -63,7 +63,7 @@ def gradual_magnitude_pruning(model, target, steps, every=GMP_EVERY, rule=RULES[
                 for mask, new in zip(masks, rule([layer.weight for layer in model.hidden], fraction)):
                     mask.copy_(new)
             zero_pruned()
-            if final and optimizer is not None and all(1 - float(m.mean()) >= SPARSE_FROM for m in masks):
+            if final and optimizer is not None and all(prunes_most(m) for m in masks):
                 keep_trained(model, masks, optimizer)
                 done[0] = -1
     return after_step

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from csrc import check
-from sparse_training.masked import Lists, MaskedProduct, cpu_masked_kernel
+from sparse_training.masked import Lists, MaskedProduct, cpu_masked_kernel, starts
 
 
 def kept_lists(positions, shape):
@@ -27,13 +27,9 @@ def kept_lists(positions, shape):
                   int(positions[-1]) < rows * columns):
         raise check.Refused(f"a sparse layer's positions must be increasing and within its {rows}x{columns} weights")
     row, column = positions // columns, positions % columns
-    by_row_start = torch.zeros(rows + 1, dtype=torch.int64)
-    by_row_start[1:] = torch.bincount(row, minlength=rows).cumsum(0)
-    by_row = Lists(by_row_start, column.int(), torch.arange(n, dtype=torch.int32), shape, False, (n,))
+    by_row = Lists(starts(row, rows), column.int(), torch.arange(n, dtype=torch.int32), shape, False, (n,))
     order = torch.argsort(column * rows + row)  # the same weights, column by column
-    by_column_start = torch.zeros(columns + 1, dtype=torch.int64)
-    by_column_start[1:] = torch.bincount(column, minlength=columns).cumsum(0)
-    by_column = Lists(by_column_start, row[order].int(), order.int(), shape, True, (n,))
+    by_column = Lists(starts(column, columns), row[order].int(), order.int(), shape, True, (n,))
     return by_row, by_column
 
 

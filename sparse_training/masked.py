@@ -21,6 +21,19 @@ from csrc import build, check
 SPARSE_FROM = 0.75
 
 
+def prunes_most(mask):
+    """Whether `mask` prunes at least SPARSE_FROM of its weights: where the kernel is the faster path."""
+    return 1 - mask.float().mean().item() >= SPARSE_FROM
+
+
+def starts(lines, count):
+    """Where each of `count` lines' nonzeros start in a list sorted by line (`lines`: each nonzero's line), and
+    where the last ends."""
+    start = torch.zeros(count + 1, dtype=torch.int64)
+    start[1:] = torch.bincount(lines, minlength=count).cumsum(0)
+    return start
+
+
 def cpu_masked_kernel():
     return build.load("masked")[0]
 
@@ -42,16 +55,15 @@ def nonzero_lists(mask, by_column=False):
     check.fits(rows * columns, 31, "a masked layer's weights")  # int32 positions
     major, minor = (mask.T if by_column else mask).nonzero(as_tuple=True)
     row, column = (minor, major) if by_column else (major, minor)
-    start = torch.zeros((columns if by_column else rows) + 1, dtype=torch.int64)
-    start[1:] = torch.bincount(major, minlength=len(start) - 1).cumsum(0)
-    return Lists(start, minor.int(), (row * columns + column).int(), (rows, columns), by_column)
+    return Lists(starts(major, columns if by_column else rows), minor.int(), (row * columns + column).int(),
+                 (rows, columns), by_column)
 
 
 def run(function, lists, a, b, out, *more):
     """function(lists, a, b, out, ...) of masked_kernel.c, on torch's threads, each tensor checked against the
     mask the lists were made from. b [*, width] holds a row for each column (row) the lists name; out holds a row
-    for each of their rows (columns); the matrix `at` points into, a for masked_product and out for
-    masked_gradient, has the mask's shape."""
+    for each of their rows (columns); what `at` points into, a for masked_product and out for masked_gradient, has
+    the mask's shape (the dense W), or is the vector of the kept weights where the lists say so (lists.weights)."""
     lines, named = lists.shape[::-1] if lists.by_column else lists.shape
     width, nonzeros, weights = b.shape[1], len(lists.index), lists.weights or lists.shape
     shapes = {"the mask's starts": (lists.start, torch.int64, (lines + 1,)),
@@ -118,7 +130,7 @@ class MaskedLinear(nn.Module):
         # Made again when the mask has changed in place: torch counts a tensor's in-place changes in _version.
         if self.lists_version != self.weight_mask._version:
             mask = self.weight_mask.bool()
-            sparse = 1 - mask.float().mean().item() >= SPARSE_FROM
+            sparse = prunes_most(mask)
             self.lists = (nonzero_lists(mask), nonzero_lists(mask, by_column=True)) if sparse else None
             self.lists_version = self.weight_mask._version
         if self.lists is None:
